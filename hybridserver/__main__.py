@@ -1,0 +1,3 @@
+from hybridserver.cli import main
+
+main(prog_name="hybridserver")

@@ -1,0 +1,156 @@
+"""The ``hybridserver`` command.
+
+``hybridserver run project.asgi`` imports the Django ASGI module (which sets Django up),
+runs Django's system checks, which validate ``HYBRIDSERVER`` and its import strings,
+resolves the configuration (defaults < settings < environment < flags), and only then
+binds ports. Every error before serving is one line on stderr and a non-zero exit.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import traceback
+from collections.abc import Mapping
+from typing import Any
+
+import click
+
+from hybridserver import __version__
+from hybridserver.config import LOG_LEVELS, SETTINGS, Config, ConfigError
+
+DEFAULT_ATTR = "application"
+
+
+class StartError(Exception):
+    """Something stops the server from starting. ``str()`` is the one-line reason."""
+
+    def __init__(self, message: str, exit_code: int = 1) -> None:
+        super().__init__(message)
+        self.exit_code = exit_code
+
+
+def import_app(app: str) -> str:
+    """Import ``MODULE[:ATTR]`` (setting Django up) and return the full import string."""
+    module, _, attr = app.partition(":")
+    attr = attr or DEFAULT_ATTR
+    target = f"{module}:{attr}"
+    if not module:
+        raise StartError(f"no module in {app!r}: expected MODULE[:ATTR], e.g. project.asgi")
+    if os.getcwd() not in sys.path:
+        # As uvicorn does (--app-dir .): the project in the current directory wins.
+        sys.path.insert(0, os.getcwd())
+    from uvicorn.importer import ImportFromStringError, import_from_string
+
+    try:
+        import_from_string(target)
+    except ImportFromStringError as exc:
+        raise StartError(f"cannot load the application {target!r}: {exc}") from None
+    except Exception as exc:
+        raise StartError(
+            f"importing {module!r} failed: {type(exc).__name__}: {exc}\n"
+            + "".join(traceback.format_exception(exc)).rstrip()
+        ) from None
+    from django.conf import settings
+
+    if not settings.configured:
+        raise StartError(
+            f"{module!r} did not configure Django; set DJANGO_SETTINGS_MODULE or call "
+            "get_asgi_application() in it"
+        )
+    return target
+
+
+def check_django() -> None:
+    """Run Django's system checks; ``HYBRIDSERVER`` mistakes are errors among them."""
+    from django.core import checks
+    from django.db import connections
+
+    try:
+        messages = checks.run_checks()
+    finally:
+        connections.close_all()
+    errors = [m for m in messages if m.is_serious() and not m.is_silenced()]
+    for message in messages:
+        if not message.is_serious() and not message.is_silenced():
+            click.echo(f"hybridserver: warning: {message}", err=True)
+    if errors:
+        lines = "\n".join(f"  {error}" for error in errors)
+        raise StartError(f"{len(errors)} configuration error(s):\n{lines}")
+
+
+def prepare(app: str, flags: Mapping[str, Any]) -> Config:
+    """Everything before binding a port: import, check, resolve."""
+    target = import_app(app)
+    check_django()
+    from django.conf import settings
+
+    try:
+        return Config.resolve(
+            target,
+            user_settings=getattr(settings, "HYBRIDSERVER", {}),
+            environ=os.environ,
+            flags=flags,
+        )
+    except ConfigError as exc:
+        raise StartError(str(exc)) from None
+
+
+def serve(app: str, flags: Mapping[str, Any]) -> int:
+    """Prepare and run; return the exit status. Raises StartError."""
+    config = prepare(app, flags)
+    from hybridserver.server import BindError, run
+
+    try:
+        return run(config)
+    except BindError as exc:
+        raise StartError(str(exc)) from None
+
+
+def _flag_help(name: str) -> str:
+    setting = SETTINGS[name]
+    default = setting.default
+    shown = "" if default in (None, False, True) else f" Default: {default}."
+    return f"{setting.help}{shown} [env: {setting.env}]"
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="hybridserver")
+def main() -> None:
+    """Serve a Django project over HTTP (uvicorn) and gRPC (grpc.aio) from one process
+    and one event loop.
+
+    Every option of `run` is also an environment variable (HYBRIDSERVER_<NAME>) and a key
+    of the HYBRIDSERVER Django setting. Precedence: defaults < settings < environment <
+    flags.
+    """
+
+
+@main.command()
+@click.argument("app", metavar="MODULE[:ATTR]")
+@click.option("--host", help=_flag_help("HOST"))
+@click.option("--port", type=int, help=_flag_help("PORT"))
+@click.option("--grpc-host", help=_flag_help("GRPC_HOST"))
+@click.option("--grpc-port", type=int, help=_flag_help("GRPC_PORT"))
+@click.option(
+    "--log-level", type=click.Choice(LOG_LEVELS, case_sensitive=False), help=_flag_help("LOG_LEVEL")
+)
+@click.option("--access-log/--no-access-log", default=None, help=_flag_help("ACCESS_LOG"))
+@click.option("--reload/--no-reload", default=None, help=_flag_help("RELOAD"))
+@click.option("--graceful-timeout", type=float, help=_flag_help("GRACEFUL_TIMEOUT"))
+@click.option("--threads", type=int, help=_flag_help("THREADS"))
+def run(app: str, **options: Any) -> None:
+    """Serve MODULE[:ATTR], a Django ASGI application (ATTR defaults to `application`),
+    e.g. `hybridserver run project.asgi`.
+
+    gRPC servicers, interceptors and options come from the HYBRIDSERVER setting
+    (GRPC_SERVICERS, GRPC_INTERCEPTORS, GRPC_OPTIONS, GRPC_MAX_CONCURRENT_RPCS,
+    GRPC_REFLECTION, GRPC_HEALTH, HTTP_HEALTH_PATH).
+    """
+    flags = {name.upper(): value for name, value in options.items() if value is not None}
+    try:
+        status = serve(app, flags)
+    except StartError as exc:
+        click.echo(f"hybridserver: error: {exc}", err=True)
+        sys.exit(exc.exit_code)
+    sys.exit(status)

@@ -1,0 +1,1 @@
+"""gRPC side of hybridserver: the server wrapper, handler adapters, health and errors."""

@@ -1,0 +1,79 @@
+"""The ``context`` that servicer methods receive.
+
+grpc.aio's own context is a Cython object that takes no new attributes; handlers get this
+thin wrapper, which passes every grpc attribute through. Plain ``def`` handlers get
+:class:`SyncServicerContext`, whose coroutine methods (``abort``, ``read``, ``write``,
+``send_initial_metadata``) block instead, as in grpc's thread-pool server.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Coroutine, Sequence
+from typing import Any, NoReturn
+
+import grpc
+
+
+class ServicerContext:
+    """grpc.aio's ``ServicerContext``, for one RPC."""
+
+    __slots__ = ("_context", "method")
+
+    def __init__(self, context: grpc.aio.ServicerContext, method: str) -> None:
+        self._context = context
+        #: The full method name, ``/package.Service/Method``.
+        self.method = method
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._context, name)
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} {self.method}>"
+
+
+class SyncAbort(Exception):
+    """Raised by ``SyncServicerContext.abort``; the async side finishes the abort."""
+
+    def __init__(
+        self, code: grpc.StatusCode, details: str, trailing_metadata: Sequence[Any]
+    ) -> None:
+        super().__init__(code, details)
+        self.code = code
+        self.details = details
+        self.trailing_metadata = trailing_metadata
+
+
+class SyncServicerContext(ServicerContext):
+    """The context of a plain ``def`` handler, running in a worker thread."""
+
+    __slots__ = ("_loop",)
+
+    def __init__(
+        self, context: grpc.aio.ServicerContext, method: str, loop: asyncio.AbstractEventLoop
+    ) -> None:
+        super().__init__(context, method)
+        self._loop = loop
+
+    def _on_loop(self, coroutine: Coroutine[Any, Any, Any]) -> Any:
+        return asyncio.run_coroutine_threadsafe(coroutine, self._loop).result()
+
+    def abort(
+        self, code: grpc.StatusCode, details: str = "", trailing_metadata: Sequence[Any] = ()
+    ) -> NoReturn:
+        raise SyncAbort(code, details, trailing_metadata)
+
+    def abort_with_status(self, status: grpc.Status) -> NoReturn:
+        raise SyncAbort(status.code, status.details, status.trailing_metadata)
+
+    def send_initial_metadata(self, initial_metadata: Sequence[Any]) -> None:
+        self._on_loop(self._context.send_initial_metadata(initial_metadata))
+
+    def read(self) -> Any:
+        return self._on_loop(self._context.read())
+
+    def write(self, message: Any) -> None:
+        self._on_loop(self._context.write(message))
+
+    def is_active(self) -> bool:
+        return not self._context.done()

@@ -1,0 +1,195 @@
+"""Servicer methods, sync or async, of all four kinds, run as Django runs a view.
+
+Each RPC gets its own ``ThreadSensitiveContext`` backed by a pooled thread lease (see
+:mod:`hybridserver.threads`): plain ``def`` handlers run on that thread, and so do the
+async ORM calls of ``async def`` handlers. Exceptions become status codes
+(:mod:`hybridserver.grpc.errors`), and one access-log line is written per RPC.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import logging
+import time
+from collections.abc import AsyncIterator, Callable, Iterator
+from typing import Any, NoReturn
+
+import grpc
+from asgiref.sync import async_to_sync, sync_to_async
+
+from hybridserver.grpc.context import ServicerContext, SyncAbort, SyncServicerContext
+from hybridserver.grpc.errors import INTERNAL_MESSAGE, status_for
+from hybridserver.logging import access_logger, format_peer
+from hybridserver.threads import ThreadPool
+
+logger = logging.getLogger("hybridserver.error")
+
+_DONE = object()
+_INFO = logging.INFO
+
+
+class SyncRequestIterator(Iterator[Any]):
+    """The request stream of a plain ``def`` handler: each ``next()`` awaits on the loop."""
+
+    def __init__(self, request_iterator: AsyncIterator[Any]) -> None:
+        self._next = async_to_sync(request_iterator.__anext__)
+
+    def __next__(self) -> Any:
+        try:
+            return self._next()
+        except StopAsyncIteration:
+            raise StopIteration from None
+
+
+async def _fail(exc: BaseException, context: grpc.aio.ServicerContext, method: str) -> NoReturn:
+    """Answer the client for ``exc``; always raises."""
+    if isinstance(exc, SyncAbort):
+        await context.abort(exc.code, exc.details, exc.trailing_metadata)
+    if isinstance(exc, Exception) and not isinstance(exc, grpc.aio.AbortError):
+        status = status_for(exc)
+        if status is None:
+            # The text and traceback are for the server log only.
+            logger.error("Exception in RPC %s", method, exc_info=exc)
+            status = (grpc.StatusCode.INTERNAL, INTERNAL_MESSAGE)
+        await context.abort(*status)
+    raise exc
+
+
+def _log_access(
+    context: grpc.aio.ServicerContext, method: str, start: float, exc: BaseException | None
+) -> None:
+    if access_logger.disabled or not access_logger.isEnabledFor(_INFO):
+        return
+    code = context.code()
+    if code is None:
+        if exc is None:
+            code = grpc.StatusCode.OK
+        elif isinstance(exc, asyncio.CancelledError | GeneratorExit):
+            expired = context.time_remaining() is not None and context.time_remaining() <= 0
+            code = grpc.StatusCode.DEADLINE_EXCEEDED if expired else grpc.StatusCode.CANCELLED
+        else:
+            code = grpc.StatusCode.UNKNOWN
+    access_logger.info(
+        '%s - "GRPC %s" %s %s',
+        format_peer(context.peer()),
+        method,
+        code,
+        time.perf_counter() - start,
+    )
+
+
+def _respond_once(
+    behavior: Callable[..., Any], method: str, pool: ThreadPool, request_streaming: bool
+) -> Callable[..., Any]:
+    """unary_unary and stream_unary handlers; also response-streaming handlers written
+    as ``async def`` coroutines that call ``await context.write()``."""
+    if inspect.iscoroutinefunction(behavior):
+
+        async def handler(request: Any, context: grpc.aio.ServicerContext) -> Any:
+            start = time.perf_counter()
+            failure = None
+            try:
+                async with pool.request_context():
+                    return await behavior(request, ServicerContext(context, method))
+            except BaseException as exc:
+                failure = exc
+                await _fail(exc, context, method)
+            finally:
+                _log_access(context, method, start, failure)
+
+        return handler
+
+    run = sync_to_async(behavior)
+
+    async def sync_handler(request: Any, context: grpc.aio.ServicerContext) -> Any:
+        start = time.perf_counter()
+        failure = None
+        try:
+            async with pool.request_context():
+                if request_streaming:
+                    request = SyncRequestIterator(request)
+                sync_context = SyncServicerContext(context, method, asyncio.get_running_loop())
+                return await run(request, sync_context)
+        except BaseException as exc:
+            failure = exc
+            await _fail(exc, context, method)
+        finally:
+            _log_access(context, method, start, failure)
+
+    return sync_handler
+
+
+def _respond_streaming(
+    behavior: Callable[..., Any], method: str, pool: ThreadPool, request_streaming: bool
+) -> Callable[..., AsyncIterator[Any]]:
+    """unary_stream and stream_stream handlers written as generators, async or sync."""
+    if inspect.isasyncgenfunction(behavior):
+
+        async def handler(request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
+            start = time.perf_counter()
+            failure = None
+            try:
+                async with pool.request_context():
+                    async for response in behavior(request, ServicerContext(context, method)):
+                        yield response
+            except GeneratorExit as exc:
+                failure = exc
+                raise
+            except BaseException as exc:
+                failure = exc
+                await _fail(exc, context, method)
+            finally:
+                _log_access(context, method, start, failure)
+
+        return handler
+
+    run = sync_to_async(behavior)
+    step = sync_to_async(next)
+
+    async def sync_handler(request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
+        start = time.perf_counter()
+        failure = None
+        try:
+            async with pool.request_context():
+                if request_streaming:
+                    request = SyncRequestIterator(request)
+                sync_context = SyncServicerContext(context, method, asyncio.get_running_loop())
+                responses = iter(await run(request, sync_context))
+                while (response := await step(responses, _DONE)) is not _DONE:
+                    yield response
+        except GeneratorExit as exc:
+            failure = exc
+            raise
+        except BaseException as exc:
+            failure = exc
+            await _fail(exc, context, method)
+        finally:
+            _log_access(context, method, start, failure)
+
+    return sync_handler
+
+
+_FACTORIES = {
+    (False, False): ("unary_unary", grpc.unary_unary_rpc_method_handler),
+    (False, True): ("unary_stream", grpc.unary_stream_rpc_method_handler),
+    (True, False): ("stream_unary", grpc.stream_unary_rpc_method_handler),
+    (True, True): ("stream_stream", grpc.stream_stream_rpc_method_handler),
+}
+
+
+def adapt_handler(
+    handler: grpc.RpcMethodHandler, method: str, pool: ThreadPool
+) -> grpc.RpcMethodHandler:
+    """The same method handler, run the hybridserver way."""
+    kind, factory = _FACTORIES[(handler.request_streaming, handler.response_streaming)]
+    behavior = getattr(handler, kind)
+    if handler.response_streaming and not inspect.iscoroutinefunction(behavior):
+        wrapped = _respond_streaming(behavior, method, pool, handler.request_streaming)
+    else:
+        wrapped = _respond_once(behavior, method, pool, handler.request_streaming)
+    return factory(
+        wrapped,
+        request_deserializer=handler.request_deserializer,
+        response_serializer=handler.response_serializer,
+    )

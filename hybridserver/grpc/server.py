@@ -1,0 +1,210 @@
+"""The grpc.aio server of one process: servicers, interceptors, reflection and health."""
+
+from __future__ import annotations
+
+import asyncio
+import errno
+import logging
+import os
+import socket
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import grpc
+from django.utils.module_loading import import_string
+from grpc_health.v1 import health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+
+from hybridserver.config import Config, format_address
+from hybridserver.grpc.handlers import adapt_handler
+from hybridserver.grpc.health import SERVICE_NAME as HEALTH_SERVICE
+from hybridserver.grpc.health import SERVING, HealthServicer
+from hybridserver.threads import ThreadPool
+
+logger = logging.getLogger("hybridserver.error")
+
+# gRPC core queues calls that arrive faster than the server takes them, and past 1,000
+# queued calls it starts refusing them at random with CANCELLED. A burst of a few
+# thousand streams is normal traffic; overload is GRPC_MAX_CONCURRENT_RPCS's job.
+DEFAULT_OPTIONS: dict[str, Any] = {
+    "grpc.server.max_pending_requests": 1_000_000,
+    "grpc.server.max_pending_requests_hard_limit": 1_000_000,
+    # gRPC shares a port with any other process that asks, by default: a second
+    # server on the same port must fail instead.
+    "grpc.so_reuseport": 0,
+}
+
+
+class StartupError(Exception):
+    """The gRPC server could not start; the message is the one-line reason."""
+
+
+class ServicerRegistry:
+    """What ``register(server)`` callables receive.
+
+    It takes handlers the way a grpc server does (the generated ``add_*_to_server``
+    functions call it) and adapts every method on the way in.
+    """
+
+    def __init__(self, server: grpc.aio.Server, pool: ThreadPool) -> None:
+        self._server = server
+        self._pool = pool
+        self.service_names: list[str] = []
+
+    def _adapt(self, handler: grpc.RpcMethodHandler, method: str) -> grpc.RpcMethodHandler:
+        return adapt_handler(handler, method, self._pool)
+
+    def add_generic_rpc_handlers(self, handlers: Sequence[grpc.GenericRpcHandler]) -> None:
+        adapted = []
+        for handler in handlers:
+            service_name = getattr(handler, "service_name", None)
+            if callable(service_name) and service_name() not in self.service_names:
+                self.service_names.append(service_name())
+            adapted.append(_AdaptedGenericHandler(handler, self._adapt))
+        self._server.add_generic_rpc_handlers(adapted)
+
+    def add_registered_method_handlers(
+        self, service_name: str, method_handlers: dict[str, grpc.RpcMethodHandler]
+    ) -> None:
+        if service_name not in self.service_names:
+            self.service_names.append(service_name)
+        self._server.add_registered_method_handlers(
+            service_name,
+            {
+                name: self._adapt(handler, f"/{service_name}/{name}")
+                for name, handler in method_handlers.items()
+            },
+        )
+
+    def __getattr__(self, name: str) -> Any:
+        raise AttributeError(f"register(server) may only add servicers; hybridserver owns {name!r}")
+
+
+class _AdaptedGenericHandler(grpc.GenericRpcHandler):
+    def __init__(
+        self,
+        inner: grpc.GenericRpcHandler,
+        adapt: Callable[[grpc.RpcMethodHandler, str], grpc.RpcMethodHandler],
+    ) -> None:
+        self._inner = inner
+        self._adapt = adapt
+        self._adapted: dict[str, tuple[grpc.RpcMethodHandler, grpc.RpcMethodHandler]] = {}
+
+    def service(
+        self, handler_call_details: grpc.HandlerCallDetails
+    ) -> grpc.RpcMethodHandler | None:
+        handler = self._inner.service(handler_call_details)
+        if handler is None:
+            return None
+        method = handler_call_details.method
+        cached = self._adapted.get(method)
+        if cached is None or cached[0] is not handler:
+            cached = self._adapted[method] = (handler, self._adapt(handler, method))
+        return cached[1]
+
+
+class GrpcServer:
+    """Builds, starts and stops the process's grpc.aio server. Create it inside the loop."""
+
+    def __init__(self, config: Config, pool: ThreadPool) -> None:
+        self.config = config
+        self.pool = pool
+        self.server: grpc.aio.Server | None = None
+        self.health: HealthServicer | None = None
+        self.service_names: list[str] = []
+        self.port: int | None = None
+        self._stopping: asyncio.Future[None] | None = None
+
+    def _options(self) -> list[tuple[str, Any]]:
+        options = dict(DEFAULT_OPTIONS)
+        options.update(self.config.grpc_options)
+        return list(options.items())
+
+    async def start(self) -> int:
+        """Register everything, bind the port and start serving. Returns the bound port."""
+        config = self.config
+        interceptors = [_load(path, "GRPC_INTERCEPTORS")() for path in config.grpc_interceptors]
+        self.server = server = grpc.aio.server(
+            interceptors=interceptors,
+            options=self._options(),
+            maximum_concurrent_rpcs=config.grpc_max_concurrent_rpcs,
+        )
+        registry = ServicerRegistry(server, self.pool)
+        for path in config.grpc_servicers:
+            register = _load(path, "GRPC_SERVICERS")
+            try:
+                register(registry)
+            except Exception as exc:
+                raise StartupError(
+                    f"HYBRIDSERVER['GRPC_SERVICERS']: {path!r} failed: {type(exc).__name__}: {exc}"
+                ) from exc
+        self.service_names = list(registry.service_names)
+
+        if config.grpc_health:
+            self.health = HealthServicer()
+            health_pb2_grpc.add_HealthServicer_to_server(self.health, server)
+            self.service_names.append(HEALTH_SERVICE)
+        if config.grpc_reflection:
+            self.service_names.append(reflection.SERVICE_NAME)
+            reflection.enable_server_reflection(self.service_names, server)
+
+        host = config.effective_grpc_host
+        address = format_address(host, config.grpc_port)
+        try:
+            self.port = server.add_insecure_port(address)
+        except RuntimeError:
+            problem = _bind_problem(host, config.grpc_port)
+            raise StartupError(
+                f"cannot bind gRPC port {config.grpc_port} on {host}: {problem}"
+            ) from None
+        await server.start()
+
+        if self.health is not None:
+            for name in ["", *self.service_names]:
+                await self.health.set(name, SERVING)
+        return self.port
+
+    def begin_shutdown(self) -> asyncio.Future[None]:
+        """Turn health NOT_SERVING, refuse new RPCs, let running ones finish. Idempotent."""
+        if self._stopping is None:
+            self._stopping = asyncio.ensure_future(self._shutdown())
+        return self._stopping
+
+    async def _shutdown(self) -> None:
+        if self.health is not None:
+            await self.health.enter_graceful_shutdown()
+        if self.server is not None:
+            await self.server.stop(self.config.graceful_timeout)
+
+    async def stop(self) -> None:
+        """Shut down and wait until every RPC has finished or the grace period is over."""
+        await self.begin_shutdown()
+
+    async def abort(self) -> None:
+        """Cancel every RPC now."""
+        if self.server is not None:
+            await self.server.stop(None)
+
+
+def _load(path: str, setting: str) -> Any:
+    try:
+        return import_string(path)
+    except ImportError as exc:
+        raise StartupError(f"HYBRIDSERVER[{setting!r}]: cannot import {path!r}: {exc}") from None
+
+
+def _bind_problem(host: str, port: int) -> str:
+    """Why gRPC could not bind: gRPC only says it failed, so ask the OS the same question."""
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    except socket.gaierror as exc:
+        return f"cannot resolve {host!r} ({exc.strerror})"
+    for family, kind, proto, _, address in infos:
+        with socket.socket(family, kind, proto) as probe:
+            try:
+                probe.bind(address)
+            except OSError as exc:
+                if exc.errno == errno.EADDRINUSE:
+                    return "address already in use"
+                return exc.strerror or os.strerror(exc.errno or 0)
+    return "the address is not available"

@@ -1,0 +1,1 @@
+"""The catalog app: books, served over a JSON API and gRPC."""

@@ -1,0 +1,1 @@
+"""Generated from protos/ by scripts/compile-protos; do not edit."""

@@ -1,0 +1,9 @@
+"""The example project's settings, plus a test servicer that covers every handler shape."""
+
+from project.settings import *  # noqa: F403
+from project.settings import HYBRIDSERVER
+
+HYBRIDSERVER = {
+    **HYBRIDSERVER,
+    "GRPC_SERVICERS": [*HYBRIDSERVER["GRPC_SERVICERS"], "tests.servicers.register"],
+}
