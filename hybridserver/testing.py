@@ -106,17 +106,19 @@ class ServerProcess:
     def __init__(
         self,
         *args: str,
-        app: str = "project.asgi",
+        app: str | None = "project.asgi",
         env: dict[str, str] | None = None,
         cwd: str | None = None,
         ready_timeout: float = 30,
         command: list[str] | None = None,
     ) -> None:
-        self.command = [*(command or [sys.executable, "-m", "hybridserver", "run"]), app]
-        if "--port" not in args:
-            self.command += ["--port", "0"]
-        if "--grpc-port" not in args:
-            self.command += ["--grpc-port", "0"]
+        self.command = [*(command or [sys.executable, "-m", "hybridserver", "run"])]
+        if app is not None:  # None: ``command`` is complete as given
+            self.command.append(app)
+            if "--port" not in args:
+                self.command += ["--port", "0"]
+            if "--grpc-port" not in args:
+                self.command += ["--grpc-port", "0"]
         self.command += list(args)
         self.env = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
         self.cwd = cwd
