@@ -1,7 +1,9 @@
 """The gRPC ``catalog.v1.BookService`` over the ``Book`` model.
 
 Django exceptions are left to propagate: hybridserver answers ``Book.DoesNotExist``
-with NOT_FOUND and ``ValidationError`` with INVALID_ARGUMENT.
+with NOT_FOUND and ``ValidationError`` with INVALID_ARGUMENT. Every RPC needs an API key
+in the metadata (``authorization: Bearer <key>`` or ``x-api-key``): reading needs
+``catalog.view_book``, creating ``catalog.add_book``, as over REST.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ from asgiref.sync import sync_to_async
 from django.core.exceptions import ValidationError
 from django.db import transaction
 
+from hybridserver.auth import permission_required
 from project.catalog.grpc_gen.catalog.v1 import catalog_pb2, catalog_pb2_grpc
 from project.catalog.models import Book
 from project.catalog.validation import validate_book
@@ -52,17 +55,20 @@ def create_books(books: list[Book]) -> None:
 class BookService(catalog_pb2_grpc.BookServiceServicer):
     """Books in the catalog, one RPC of each kind."""
 
+    @permission_required("catalog.view_book")
     async def GetBook(
         self, request: catalog_pb2.GetBookRequest, context: grpc.aio.ServicerContext
     ) -> catalog_pb2.Book:
         return book_to_message(await Book.objects.aget(pk=request.id))
 
+    @permission_required("catalog.view_book")
     async def ListBooks(
         self, request: catalog_pb2.ListBooksRequest, context: grpc.aio.ServicerContext
     ) -> AsyncIterator[catalog_pb2.Book]:
         async for book in Book.objects.search(author=request.author, limit=request.limit):
             yield book_to_message(book)
 
+    @permission_required("catalog.add_book")
     async def CreateBooks(
         self,
         request_iterator: AsyncIterator[catalog_pb2.CreateBookRequest],
@@ -83,6 +89,7 @@ class BookService(catalog_pb2_grpc.BookServiceServicer):
             books=[book_to_message(book) for book in books], created=len(books)
         )
 
+    @permission_required("catalog.view_book")
     async def LookupBooks(
         self,
         request_iterator: AsyncIterator[catalog_pb2.GetBookRequest],

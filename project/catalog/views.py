@@ -1,4 +1,9 @@
-"""JSON API for books: plain async Django views."""
+"""JSON API for books: plain async Django views.
+
+Every endpoint needs an API key (``Authorization: Bearer <key>`` or ``X-API-Key``) or a
+session: reading needs ``catalog.view_book``, creating ``catalog.add_book``, updating
+``catalog.change_book`` and deleting ``catalog.delete_book``.
+"""
 
 from __future__ import annotations
 
@@ -16,6 +21,7 @@ from django.core.exceptions import (
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.views.decorators.csrf import csrf_exempt
 
+from hybridserver.auth import permission_required
 from project.catalog.models import Book
 from project.catalog.validation import validate_book
 
@@ -118,24 +124,50 @@ def read_limit(request: HttpRequest) -> int | None:
 async def book_list(request: HttpRequest) -> HttpResponse:
     """List books (``?author=``, ``?limit=``) or create one."""
     if request.method == "POST":
-        book = Book(**read_fields(request))
-        validate_book(book)
-        await book.asave()
-        return JsonResponse(book_to_dict(book), status=201)
+        return await create_book(request)
+    return await list_books(request)
+
+
+@permission_required("catalog.view_book")
+async def list_books(request: HttpRequest) -> HttpResponse:
     books = Book.objects.search(author=request.GET.get("author", ""), limit=read_limit(request))
     return JsonResponse({"results": [book_to_dict(book) async for book in books]})
+
+
+@permission_required("catalog.add_book")
+async def create_book(request: HttpRequest) -> HttpResponse:
+    book = Book(**read_fields(request))
+    validate_book(book)
+    await book.asave()
+    return JsonResponse(book_to_dict(book), status=201)
 
 
 @json_api("GET", "PATCH", "DELETE")
 async def book_detail(request: HttpRequest, pk: int) -> HttpResponse:
     """Show, partially update or delete one book."""
-    book = await Book.objects.aget(pk=pk)
     if request.method == "PATCH":
-        for name, value in read_fields(request).items():
-            setattr(book, name, value)
-        validate_book(book)
-        await book.asave()
-    elif request.method == "DELETE":
-        await book.adelete()
-        return HttpResponse(status=204)
+        return await update_book(request, pk)
+    if request.method == "DELETE":
+        return await delete_book(request, pk)
+    return await show_book(request, pk)
+
+
+@permission_required("catalog.view_book")
+async def show_book(request: HttpRequest, pk: int) -> HttpResponse:
+    return JsonResponse(book_to_dict(await Book.objects.aget(pk=pk)))
+
+
+@permission_required("catalog.change_book")
+async def update_book(request: HttpRequest, pk: int) -> HttpResponse:
+    book = await Book.objects.aget(pk=pk)
+    for name, value in read_fields(request).items():
+        setattr(book, name, value)
+    validate_book(book)
+    await book.asave()
     return JsonResponse(book_to_dict(book))
+
+
+@permission_required("catalog.delete_book")
+async def delete_book(request: HttpRequest, pk: int) -> HttpResponse:
+    await (await Book.objects.aget(pk=pk)).adelete()
+    return HttpResponse(status=204)

@@ -1,0 +1,3 @@
+"""Admin pages of the hybridserver app."""
+
+import hybridserver.auth.admin  # noqa: F401  (registers APIKeyAdmin)
