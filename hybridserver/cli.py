@@ -12,12 +12,15 @@ import os
 import sys
 import traceback
 from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
 from hybridserver import __version__
 from hybridserver.config import LOG_LEVELS, SETTINGS, Config, ConfigError
+
+if TYPE_CHECKING:
+    from django.core.checks import CheckMessage
 
 DEFAULT_ATTR = "application"
 
@@ -46,11 +49,17 @@ def import_app(app: str) -> str:
         import_from_string(target)
     except ImportFromStringError as exc:
         raise StartError(f"cannot load the application {target!r}: {exc}") from None
-    except Exception as exc:
+    except ModuleNotFoundError as exc:
+        # uvicorn reports a missing module only when its last part is missing; for
+        # `nope.asgi` the missing one is `nope`. Only a module that the application
+        # module itself imports deserves a traceback.
+        if exc.name is None or not f"{module}.".startswith(f"{exc.name}."):
+            raise StartError(_import_failed(module, exc)) from None
         raise StartError(
-            f"importing {module!r} failed: {type(exc).__name__}: {exc}\n"
-            + "".join(traceback.format_exception(exc)).rstrip()
+            f"cannot load the application {target!r}: no module named {exc.name!r}"
         ) from None
+    except Exception as exc:
+        raise StartError(_import_failed(module, exc)) from None
     from django.conf import settings
 
     if not settings.configured:
@@ -59,6 +68,13 @@ def import_app(app: str) -> str:
             "get_asgi_application() in it"
         )
     return target
+
+
+def _import_failed(module: str, exc: BaseException) -> str:
+    return (
+        f"importing {module!r} failed: {type(exc).__name__}: {exc}\n"
+        + "".join(traceback.format_exception(exc)).rstrip()
+    )
 
 
 def check_django() -> None:
@@ -70,13 +86,22 @@ def check_django() -> None:
         messages = checks.run_checks()
     finally:
         connections.close_all()
-    errors = [m for m in messages if m.is_serious() and not m.is_silenced()]
+    errors = [_one_line(m) for m in messages if m.is_serious() and not m.is_silenced()]
     for message in messages:
         if not message.is_serious() and not message.is_silenced():
-            click.echo(f"hybridserver: warning: {message}", err=True)
+            click.echo(f"hybridserver: warning: {_one_line(message)}", err=True)
+    if len(errors) == 1:
+        raise StartError(errors[0])
     if errors:
         lines = "\n".join(f"  {error}" for error in errors)
-        raise StartError(f"{len(errors)} configuration error(s):\n{lines}")
+        raise StartError(f"{len(errors)} configuration errors:\n{lines}")
+
+
+def _one_line(message: CheckMessage) -> str:
+    """A check message as ``manage.py check`` shows it, on one line and without the
+    ``?:`` that stands for "no object"."""
+    text = " ".join(line.strip() for line in str(message).splitlines())
+    return text.removeprefix("?: ")
 
 
 def prepare(app: str, flags: Mapping[str, Any]) -> Config:
@@ -96,9 +121,27 @@ def prepare(app: str, flags: Mapping[str, Any]) -> Config:
         raise StartError(str(exc)) from None
 
 
+def check_tls(config: Config) -> None:
+    """Load the certificate and key once, so that a bad pair fails before binding."""
+    if not config.tls:
+        return
+    import ssl
+
+    try:
+        ssl.create_default_context(ssl.Purpose.CLIENT_AUTH).load_cert_chain(
+            config.ssl_certfile, config.ssl_keyfile
+        )
+    except (OSError, ssl.SSLError) as exc:
+        raise StartError(
+            f"cannot use SSL_CERTFILE {config.ssl_certfile!r} with SSL_KEYFILE "
+            f"{config.ssl_keyfile!r}: {exc}"
+        ) from None
+
+
 def serve(app: str, flags: Mapping[str, Any]) -> int:
     """Prepare and run; return the exit status. Raises StartError."""
     config = prepare(app, flags)
+    check_tls(config)
     from hybridserver.server import BindError, run
 
     try:
@@ -126,7 +169,16 @@ def main() -> None:
     """
 
 
-@main.command()
+_RUN_HELP = f"""Serve MODULE[:ATTR], a Django ASGI application (ATTR defaults to `application`),
+e.g. `hybridserver run project.asgi`.
+
+These settings have no flag and are read from the HYBRIDSERVER setting only:
+{", ".join(name for name, setting in SETTINGS.items() if not setting.flag)}.
+"""
+
+
+# The help is built from SETTINGS, so that a new setting cannot be left out of it.
+@main.command(help=_RUN_HELP)
 @click.argument("app", metavar="MODULE[:ATTR]")
 @click.option("--host", help=_flag_help("HOST"))
 @click.option("--port", type=int, help=_flag_help("PORT"))
@@ -139,14 +191,11 @@ def main() -> None:
 @click.option("--reload/--no-reload", default=None, help=_flag_help("RELOAD"))
 @click.option("--graceful-timeout", type=float, help=_flag_help("GRACEFUL_TIMEOUT"))
 @click.option("--threads", type=int, help=_flag_help("THREADS"))
+@click.option("--loop-fairness/--no-loop-fairness", default=None, help=_flag_help("LOOP_FAIRNESS"))
+@click.option("--workers", type=int, help=_flag_help("WORKERS"))
+@click.option("--ssl-certfile", help=_flag_help("SSL_CERTFILE"))
+@click.option("--ssl-keyfile", help=_flag_help("SSL_KEYFILE"))
 def run(app: str, **options: Any) -> None:
-    """Serve MODULE[:ATTR], a Django ASGI application (ATTR defaults to `application`),
-    e.g. `hybridserver run project.asgi`.
-
-    gRPC servicers, interceptors and options come from the HYBRIDSERVER setting
-    (GRPC_SERVICERS, GRPC_INTERCEPTORS, GRPC_OPTIONS, GRPC_MAX_CONCURRENT_RPCS,
-    GRPC_REFLECTION, GRPC_HEALTH, HTTP_HEALTH_PATH).
-    """
     flags = {name.upper(): value for name, value in options.items() if value is not None}
     try:
         status = serve(app, flags)

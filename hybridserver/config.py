@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import ipaddress
+import os
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -120,6 +121,22 @@ def _grpc_options(value: Any) -> tuple[tuple[str, Any], ...]:
     return tuple(options)
 
 
+def _cache_alias(value: Any) -> str:
+    if not isinstance(value, str) or not value:
+        raise ValueError(f"expected the name of a cache in CACHES, got {value!r}")
+    return value
+
+
+def _file(value: Any) -> str | None:
+    if value is None or value == "":
+        return None
+    if not isinstance(value, str):
+        raise ValueError(f"expected a file path, got {value!r}")
+    if not os.path.isfile(value):
+        raise ValueError(f"no such file: {value!r}")
+    return value
+
+
 def _path(value: Any) -> str | None:
     if value is None:
         return None
@@ -184,6 +201,36 @@ SETTINGS: dict[str, Setting] = {
             flag=True,
         ),
         Setting(
+            "LOOP_FAIRNESS",
+            True,
+            _bool,
+            "When HTTP keeps the shared event loop busy, let fewer HTTP requests into "
+            "Django at once, so that gRPC keeps its share of the loop.",
+            flag=True,
+        ),
+        Setting(
+            "WORKERS",
+            1,
+            _int(1, 512),
+            "Processes, each running both servers; they share the HTTP socket and the gRPC "
+            "port. With 1, the gRPC port is exclusive to this process.",
+            flag=True,
+        ),
+        Setting(
+            "SSL_CERTFILE",
+            None,
+            _file,
+            "TLS certificate (PEM) for both servers; needs SSL_KEYFILE.",
+            flag=True,
+        ),
+        Setting(
+            "SSL_KEYFILE",
+            None,
+            _file,
+            "TLS private key (PEM) for both servers; needs SSL_CERTFILE.",
+            flag=True,
+        ),
+        Setting(
             "GRPC_SERVICERS", (), _import_strings, "Callables register(server) adding servicers."
         ),
         Setting("GRPC_INTERCEPTORS", (), _import_strings, "grpc.aio.ServerInterceptor classes."),
@@ -202,8 +249,37 @@ SETTINGS: dict[str, Setting] = {
             _path,
             "Path of the HTTP health endpoint, answered before Django's URLconf (None: off).",
         ),
+        Setting(
+            "AUTH_BACKENDS",
+            ("hybridserver.auth.backends.APIKeyBackend",),
+            _import_strings,
+            "Classes with `async def authenticate(credentials)`: who an HTTP request or an "
+            "RPC with credentials is.",
+        ),
+        Setting(
+            "GRPC_AUTH",
+            True,
+            _bool,
+            "Authenticate every RPC with AUTH_BACKENDS and set `context.user`.",
+        ),
+        Setting(
+            "AUTH_TOKEN_MAX_AGE",
+            3600,
+            _int(1),
+            "Seconds a signed bearer token (SignedTokenBackend) stays valid.",
+        ),
+        Setting(
+            "RATELIMIT_CACHE",
+            "default",
+            _cache_alias,
+            "Alias in CACHES where @ratelimit counts calls; a shared cache such as Redis "
+            "makes limits hold across processes.",
+        ),
     ]
 }
+
+# Settings whose values are dotted import paths, checked by the system checks.
+IMPORT_SETTINGS = ("GRPC_SERVICERS", "GRPC_INTERCEPTORS", "AUTH_BACKENDS")
 
 
 def suggest(name: str) -> str:
@@ -243,6 +319,10 @@ class Config:
     reload: bool = SETTINGS["RELOAD"].default
     graceful_timeout: float = SETTINGS["GRACEFUL_TIMEOUT"].default
     threads: int = SETTINGS["THREADS"].default
+    loop_fairness: bool = SETTINGS["LOOP_FAIRNESS"].default
+    workers: int = SETTINGS["WORKERS"].default
+    ssl_certfile: str | None = None
+    ssl_keyfile: str | None = None
     grpc_servicers: tuple[str, ...] = ()
     grpc_interceptors: tuple[str, ...] = ()
     grpc_options: tuple[tuple[str, Any], ...] = ()
@@ -250,6 +330,10 @@ class Config:
     grpc_reflection: bool = True
     grpc_health: bool = True
     http_health_path: str | None = SETTINGS["HTTP_HEALTH_PATH"].default
+    auth_backends: tuple[str, ...] = SETTINGS["AUTH_BACKENDS"].default
+    grpc_auth: bool = SETTINGS["GRPC_AUTH"].default
+    auth_token_max_age: int = SETTINGS["AUTH_TOKEN_MAX_AGE"].default
+    ratelimit_cache: str = SETTINGS["RATELIMIT_CACHE"].default
 
     @classmethod
     def resolve(
@@ -275,7 +359,15 @@ class Config:
         for name, value in flags.items():
             if value is not None:
                 values[name] = parse_setting(name, value, SETTINGS[name].option)
+        if bool(values.get("SSL_CERTFILE")) != bool(values.get("SSL_KEYFILE")):
+            given = "SSL_CERTFILE" if values.get("SSL_CERTFILE") else "SSL_KEYFILE"
+            missing = "SSL_KEYFILE" if given == "SSL_CERTFILE" else "SSL_CERTFILE"
+            raise ConfigError(missing, missing, f"{given} is set, so {missing} must be too")
         return cls(app=app, **{name.lower(): value for name, value in values.items()})
+
+    @property
+    def tls(self) -> bool:
+        return self.ssl_certfile is not None
 
     @property
     def effective_grpc_host(self) -> str:

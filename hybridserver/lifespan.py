@@ -4,7 +4,8 @@ This is the one place that knows the two servers start and stop together. Django
 ``ASGIHandler`` does not speak the lifespan protocol; this wrapper does, and starts the
 gRPC server inside the running loop at ``lifespan.startup`` and stops it at
 ``lifespan.shutdown``. It also answers the HTTP health path before Django's URLconf,
-and gives every HTTP request the same pooled-thread context an RPC gets.
+gives every HTTP request the same pooled-thread context an RPC gets, and holds HTTP
+requests back when they would crowd gRPC out of the loop (:mod:`hybridserver.fairness`).
 """
 
 from __future__ import annotations
@@ -18,8 +19,9 @@ from asgiref.sync import sync_to_async
 from asgiref.typing import ASGIApplication, ASGIReceiveCallable, ASGISendCallable, Scope
 
 from hybridserver.config import Config
+from hybridserver.fairness import HttpAdmission
 from hybridserver.grpc.server import GrpcServer, StartupError
-from hybridserver.threads import ThreadPool
+from hybridserver.threads import ThreadPool, prime_context
 
 logger = logging.getLogger("hybridserver.error")
 
@@ -31,8 +33,16 @@ class HybridApp:
         self.app = app
         self.config = config
         self.pool = ThreadPool(config.threads)
+        # uvicorn builds the app inside its serving task, the context that every
+        # connection, request and RPC task is copied from.
+        prime_context()
+        #: HTTP admission control that keeps gRPC served when HTTP saturates the loop
+        #: (``LOOP_FAIRNESS``; see :mod:`hybridserver.fairness`).
+        self.admission = HttpAdmission() if config.loop_fairness else None
         self.grpc: GrpcServer | None = None
         self.shutting_down = False
+        # When the grace period of a shutdown ends (loop time), once one has begun.
+        self._deadline: float | None = None
 
     async def __call__(
         self, scope: Scope, receive: ASGIReceiveCallable, send: ASGISendCallable
@@ -41,6 +51,13 @@ class HybridApp:
             await self._lifespan(receive, send)
         elif scope["type"] == "http" and scope["path"] == self.config.http_health_path:
             await self._health(send)
+        elif scope["type"] == "http" and self.admission is not None:
+            ticket = await self.admission.enter()
+            try:
+                async with self.pool.request_context():
+                    await self.app(scope, receive, send)
+            finally:
+                self.admission.leave(ticket)
         else:
             async with self.pool.request_context():
                 await self.app(scope, receive, send)
@@ -52,6 +69,8 @@ class HybridApp:
 
     def begin_shutdown(self) -> None:
         """First signal: stop taking new work on both protocols, now. Idempotent."""
+        if self._deadline is None:
+            self._deadline = asyncio.get_running_loop().time() + self.config.graceful_timeout
         self.shutting_down = True
         if self.grpc is not None:
             self.grpc.begin_shutdown()
@@ -63,7 +82,12 @@ class HybridApp:
         if self.grpc is not None:
             await self.grpc.stop()
         loop = asyncio.get_running_loop()
-        await loop.run_in_executor(None, self.pool.shutdown, self.config.graceful_timeout)
+        # One grace period for the whole shutdown, counted from the signal: HTTP and
+        # gRPC have drained (or been cut off) by now, and a thread still busy with a
+        # cancelled request's sync code must not get a grace period of its own.
+        assert self._deadline is not None
+        remaining = max(0.0, self._deadline - loop.time())
+        await loop.run_in_executor(None, self.pool.shutdown, remaining)
         await sync_to_async(_close_main_thread_connections)()
 
     async def _lifespan(self, receive: ASGIReceiveCallable, send: ASGISendCallable) -> None:
@@ -116,3 +140,9 @@ def _close_main_thread_connections() -> None:
     from django.db import connections
 
     connections.close_all()
+    # With Django's connection pool (OPTIONS["pool"], PostgreSQL), closing a thread's
+    # connection only gives it back to the pool: close the pools too, so that a server
+    # stopped inside a process that goes on (LiveServer) leaves no connection behind.
+    for connection in connections.all():
+        if connection.settings_dict.get("OPTIONS", {}).get("pool"):
+            connection.close_pool()

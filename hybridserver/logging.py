@@ -42,13 +42,13 @@ class GrpcAccessFormatter(ColourizedFormatter):
         status = code.name
         request_line = f"GRPC {method}"
         if self.use_colors:
-            request_line = self._style(request_line, bold=True)
+            request_line = self._paint(request_line, bold=True)
             if code is grpc.StatusCode.OK:
-                status = self._style(status, fg="green")
+                status = self._paint(status, fg="green")
             elif code in _CLIENT_ERRORS:
-                status = self._style(status, fg="yellow")
+                status = self._paint(status, fg="yellow")
             else:
-                status = self._style(status, fg="bright_red")
+                status = self._paint(status, fg="bright_red")
         record.__dict__.update(
             client_addr=peer,
             request_line=request_line,
@@ -58,7 +58,8 @@ class GrpcAccessFormatter(ColourizedFormatter):
         return super().formatMessage(record)
 
     @staticmethod
-    def _style(text: str, **kwargs: Any) -> str:
+    def _paint(text: str, **kwargs: Any) -> str:
+        # Not ``_style``: logging.Formatter keeps its PercentStyle in ``self._style``.
         import click
 
         return click.style(text, **kwargs)

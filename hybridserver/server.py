@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import os
 import signal
@@ -52,6 +53,8 @@ class UvicornConfig(uvicorn.Config):
             access_log=hybrid.access_log,
             lifespan="on",
             timeout_graceful_shutdown=hybrid.graceful_timeout,
+            ssl_certfile=hybrid.ssl_certfile,
+            ssl_keyfile=hybrid.ssl_keyfile,
             **kwargs,
         )
 
@@ -97,7 +100,8 @@ class HybridServer(uvicorn.Server):
         self.grpc_port = self.app.grpc.port
         loop = type(asyncio.get_running_loop()).__module__.partition(".")[0]
         logger.info(
-            "hybridserver ready: HTTP on http://%s, gRPC on %s (pid %d, %s loop)",
+            "hybridserver ready: HTTP on %s://%s, gRPC on %s (pid %d, %s loop)",
+            "https" if hybrid.tls else "http",
             format_address(hybrid.host, self.http_port),
             format_address(hybrid.effective_grpc_host, self.grpc_port or 0),
             os.getpid(),
@@ -121,12 +125,15 @@ class HybridServer(uvicorn.Server):
 
     def handle_exit(self, sig: int, frame: FrameType | None) -> None:
         if self.should_exit:
-            logger.warning("Second signal: forcing exit")
             self.force_exit = True
+            logger.warning("Second signal: forcing exit")
             self._call_soon(self._abort_grpc)
             return
-        logger.info("Shutting down: no new requests or RPCs; waiting for those in flight")
+        # Set before logging: a second signal may interrupt this handler (Python runs
+        # handlers between bytecodes, nested ones too) as soon as the line is written,
+        # and must find the first one counted.
         self.should_exit = True
+        logger.info("Shutting down: no new requests or RPCs; waiting for those in flight")
         self._call_soon(self._begin_shutdown)
 
     def _call_soon(self, callback: Any) -> None:
@@ -165,22 +172,43 @@ def bind_http(config: Config) -> socket.socket:
 
 def run(config: Config) -> int:
     """Serve until stopped; return the process exit status."""
+    if config.workers > 1 and config.reload:
+        raise BindError("--reload and --workers do not go together: pick one")
     sock = bind_http(config)
+    reservation = None
+    if config.workers > 1:
+        from hybridserver.workers import reserve_port
+
+        try:
+            reservation = reserve_port(config.effective_grpc_host, config.grpc_port)
+        except OSError as exc:
+            sock.close()
+            raise BindError(
+                f"cannot bind gRPC port {config.grpc_port} on {config.effective_grpc_host}: "
+                f"{(exc.strerror or str(exc)).lower()}"
+            ) from None
+        config = dataclasses.replace(config, grpc_port=reservation.getsockname()[1])
     uv_config = UvicornConfig(
         config,
         reload=config.reload,
         reload_includes=["*.py", "*.proto"] if config.reload else None,
     )
     server = HybridServer(uv_config)
-    if config.reload:
-        from uvicorn.supervisors import ChangeReload
-
-        ChangeReload(uv_config, target=server.run, sockets=[sock]).run()
-        return EXIT_OK
     try:
+        if config.reload:
+            from uvicorn.supervisors import ChangeReload
+
+            ChangeReload(uv_config, target=server.run, sockets=[sock]).run()
+            return EXIT_OK
+        if config.workers > 1:
+            from hybridserver.workers import Supervisor
+
+            return Supervisor(uv_config, [sock]).run()
         server.run(sockets=[sock])
     finally:
         sock.close()
+        if reservation is not None:
+            reservation.close()
     if server.force_exit:
         return EXIT_FORCED
     return EXIT_OK if server.started else EXIT_STARTUP_FAILED

@@ -91,7 +91,7 @@ class LiveServer:
 
 
 READY_PATTERN = re.compile(
-    r"hybridserver ready: HTTP on http://(?P<http>\S+), gRPC on (?P<grpc>\S+) "
+    r"hybridserver ready: HTTP on (?P<scheme>https?)://(?P<http>\S+), gRPC on (?P<grpc>\S+) "
     r"\(pid (?P<pid>\d+), (?P<loop>\w+) loop\)"
 )
 
@@ -126,6 +126,7 @@ class ServerProcess:
         self.lines: list[str] = []
         self.process: subprocess.Popen[str] | None = None
         self.http_address = self.grpc_address = ""
+        self.scheme = "http"
         self.loop = ""
         self._new_line = threading.Condition()
 
@@ -136,7 +137,7 @@ class ServerProcess:
 
     @property
     def http_url(self) -> str:
-        return f"http://{self.http_address}"
+        return f"{self.scheme}://{self.http_address}"
 
     @property
     def grpc_target(self) -> str:
@@ -166,8 +167,11 @@ class ServerProcess:
             self._new_line.notify_all()
             self._eof = True
 
-    def wait_for_line(self, pattern: str | re.Pattern[str], timeout: float = 30) -> re.Match[str]:
-        """Block until a line of output matches; raise ServerExited or TimeoutError."""
+    def wait_for_line(
+        self, pattern: str | re.Pattern[str], timeout: float = 30, *, count: int = 1
+    ) -> re.Match[str]:
+        """Block until ``count`` lines of output match (from the first line on); return
+        the last match. Raise ServerExited or TimeoutError."""
         regex = re.compile(pattern) if isinstance(pattern, str) else pattern
         deadline = time.monotonic() + timeout
         seen = 0
@@ -175,7 +179,9 @@ class ServerProcess:
             while True:
                 for line in self.lines[seen:]:
                     if match := regex.search(line):
-                        return match
+                        count -= 1
+                        if count <= 0:
+                            return match
                 seen = len(self.lines)
                 if getattr(self, "_eof", False):
                     raise ServerExited(self.wait(), self.output)
@@ -200,6 +206,7 @@ class ServerProcess:
             self.kill()
             raise
         self.http_address, self.grpc_address = match["http"], match["grpc"]
+        self.scheme = match["scheme"]
         self.loop = match["loop"]
         return self
 

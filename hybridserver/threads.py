@@ -15,18 +15,26 @@ the request ends. So:
 - the thread itself closes broken and expired connections before and after each request
   (Django's ``close_old_connections``), on the thread that owns them, without an extra
   hop through the event loop.
+
+Every sync call is a hop from the loop to a thread and back, and a Django request makes a
+dozen (each sync middleware, each ORM call), so a hop is kept cheap: a call submitted from
+the event loop gets an ``asyncio.Future`` that the thread resolves with one
+``call_soon_threadsafe``, rather than a ``concurrent.futures.Future`` (a lock and a
+condition each) that ``run_in_executor`` would then chain to an asyncio one.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import queue
 import threading
+import time
 from collections.abc import Callable
 from concurrent.futures import Executor, Future
 from typing import Any
 
-from asgiref.sync import ThreadSensitiveContext
+from asgiref.sync import AsyncToSync, SyncToAsync, ThreadSensitiveContext
 
 logger = logging.getLogger("hybridserver.error")
 
@@ -57,10 +65,19 @@ class Lease(Executor):
         """True once any sync call of this request has been submitted."""
         return self._requested
 
-    def submit(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Future[Any]:
+    def submit(
+        self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any
+    ) -> Future[Any] | asyncio.Future[Any]:
+        """Queue ``fn``. From the event loop (``run_in_executor``, which is how asgiref
+        calls it) the result is an ``asyncio.Future`` of that loop; from anywhere else,
+        a ``concurrent.futures.Future``."""
         if self._released:
             raise RuntimeError("this request has ended; its thread was given back")
-        future: Future[Any] = Future()
+        future: Future[Any] | asyncio.Future[Any]
+        try:
+            future = asyncio.get_running_loop().create_future()
+        except RuntimeError:
+            future = Future()
         if not self._requested:
             self._requested = True
             self._queue = queue.SimpleQueue()
@@ -137,6 +154,10 @@ class ThreadPool:
             if item is _RELEASE:
                 break
             future, fn, args, kwargs = item
+            if isinstance(future, asyncio.Future):
+                _run_for_loop(future, fn, args, kwargs)
+                del future
+                continue
             if not future.set_running_or_notify_cancel():
                 continue
             try:
@@ -156,8 +177,103 @@ class ThreadPool:
             threads = list(self._threads)
         for _ in threads:
             self._waiting.put(None)
+        # One deadline for all: a thread stuck in a cancelled request's sync code must
+        # not add its own timeout to the others'.
+        deadline = None if timeout is None else time.monotonic() + timeout
         for thread in threads:
-            thread.join(timeout)
+            thread.join(None if deadline is None else max(0.0, deadline - time.monotonic()))
+
+
+def _run_for_loop(
+    future: asyncio.Future[Any], fn: Callable[..., Any], args: Any, kwargs: Any
+) -> None:
+    """Run ``fn`` on this thread and resolve ``future`` on its loop."""
+    if future.cancelled():  # a plain read; the loop thread alone changes it
+        return
+    try:
+        result = fn(*args, **kwargs)
+    except BaseException as exc:
+        _resolve(future, future.set_exception, exc)
+        del exc
+    else:
+        _resolve(future, future.set_result, result)
+        del result
+
+
+def _resolve(future: asyncio.Future[Any], setter: Callable[[Any], None], value: Any) -> None:
+    try:
+        future.get_loop().call_soon_threadsafe(_set_unless_done, future, setter, value)
+    except RuntimeError:
+        pass  # the loop is closed: nobody is waiting any more
+
+
+def _set_unless_done(
+    future: asyncio.Future[Any], setter: Callable[[Any], None], value: Any
+) -> None:
+    if not future.done():
+        setter(value)
+
+
+class _LeaseContext(ThreadSensitiveContext):
+    """``ThreadSensitiveContext(executor=lease)``, entered for every request and RPC.
+
+    asgiref's own ``__aenter__`` also hides, and ``__aexit__`` restores, the executor of
+    an enclosing ``async_to_sync`` call (``AsyncToSync.executors.current``), through an
+    ``asgiref.local.Local``: two locked copy-on-write updates that cost more than the
+    rest of entering and leaving together. A request served by the server has no such
+    executor, so there is nothing to hide; this skips the updates then, and otherwise
+    (a request run under ``async_to_sync``, as in some tests) defers to asgiref.
+    """
+
+    async def __aenter__(self) -> ThreadSensitiveContext:
+        if self.token is not None or self._exited or _inherited_executor() is not None:
+            return await super().__aenter__()
+        self.token = SyncToAsync.thread_sensitive_context.set(self)
+        SyncToAsync.context_to_thread_executor[self] = self._executor
+        return self
+
+    async def __aexit__(self, exc: Any, value: Any, tb: Any) -> None:
+        if self._old_executor is not None or self.token is None:
+            return await super().__aexit__(exc, value, tb)
+        SyncToAsync.context_to_thread_executor.pop(self, None)
+        SyncToAsync.thread_sensitive_context.reset(self.token)
+        self.token = None
+        self._exited = True
+
+
+def _inherited_executor() -> Any:
+    return getattr(AsyncToSync.executors, "current", None)
+
+
+def prime_context() -> None:
+    """Give the current context an explicit "no enclosing ``async_to_sync``".
+
+    asgiref reads ``AsyncToSync.executors.current`` on every ``sync_to_async`` call (and
+    :class:`_LeaseContext` on every request), always as ``getattr(..., None)``. When the
+    attribute is missing, the ``Local`` builds and raises an ``AttributeError`` each time,
+    which makes the read several times slower. Called once in the context that the
+    server's connections and tasks are created from, it sets the attribute to the value
+    asgiref already takes it to have, so that every request and RPC reads it cheaply.
+    """
+    if _inherited_executor() is None:
+        AsyncToSync.executors.current = None
+
+
+def _fast_context_supported() -> bool:
+    """Whether asgiref's ThreadSensitiveContext is the implementation _LeaseContext
+    knows (it reads and writes the same private attributes); if not, use asgiref's."""
+    probe = ThreadSensitiveContext(executor=_NO_EXECUTOR)
+    return all(
+        hasattr(probe, name) for name in ("token", "_executor", "_old_executor", "_exited")
+    ) and hasattr(SyncToAsync, "context_to_thread_executor")
+
+
+class _NoExecutor(Executor):
+    pass
+
+
+_NO_EXECUTOR = _NoExecutor()
+_Context = _LeaseContext if _fast_context_supported() else ThreadSensitiveContext
 
 
 class RequestContext:
@@ -171,7 +287,7 @@ class RequestContext:
 
     def __init__(self, pool: ThreadPool) -> None:
         self.lease = Lease(pool)
-        self._context = ThreadSensitiveContext(executor=self.lease)
+        self._context = _Context(executor=self.lease)
 
     async def __aenter__(self) -> Lease:
         await self._context.__aenter__()

@@ -18,12 +18,15 @@ import grpc
 class ServicerContext:
     """grpc.aio's ``ServicerContext``, for one RPC."""
 
-    __slots__ = ("_context", "method")
+    __slots__ = ("_context", "method", "user")
 
-    def __init__(self, context: grpc.aio.ServicerContext, method: str) -> None:
+    def __init__(self, context: grpc.aio.ServicerContext, method: str, user: Any = None) -> None:
         self._context = context
         #: The full method name, ``/package.Service/Method``.
         self.method = method
+        #: The Django user the RPC's credentials prove (``hybridserver.auth``), or an
+        #: ``AnonymousUser``, as ``request.user`` in a view.
+        self.user = user
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._context, name)
@@ -47,13 +50,23 @@ class SyncAbort(Exception):
 class SyncServicerContext(ServicerContext):
     """The context of a plain ``def`` handler, running in a worker thread."""
 
-    __slots__ = ("_loop",)
+    __slots__ = ("_ended", "_loop")
 
     def __init__(
-        self, context: grpc.aio.ServicerContext, method: str, loop: asyncio.AbstractEventLoop
+        self,
+        context: grpc.aio.ServicerContext,
+        method: str,
+        loop: asyncio.AbstractEventLoop,
+        user: Any = None,
     ) -> None:
-        super().__init__(context, method)
+        super().__init__(context, method, user)
         self._loop = loop
+        self._ended = False
+
+    def end(self) -> None:
+        """Called on the loop when the RPC is over for the client: answered, cancelled or
+        past its deadline. The thread may still be running the handler."""
+        self._ended = True
 
     def _on_loop(self, coroutine: Coroutine[Any, Any, Any]) -> Any:
         return asyncio.run_coroutine_threadsafe(coroutine, self._loop).result()
@@ -76,4 +89,5 @@ class SyncServicerContext(ServicerContext):
         self._on_loop(self._context.write(message))
 
     def is_active(self) -> bool:
-        return not self._context.done()
+        # grpc.aio's done() stays False while a cancelled RPC's handler runs on.
+        return not self._ended and not self._context.done()

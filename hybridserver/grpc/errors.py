@@ -12,6 +12,8 @@ from django.core.exceptions import (
 )
 from django.http import Http404
 
+from hybridserver.auth.exceptions import NotAuthenticated
+
 INTERNAL_MESSAGE = "Internal server error"
 
 
@@ -32,6 +34,8 @@ def status_for(exc: BaseException) -> tuple[grpc.StatusCode, str] | None:
     """
     if isinstance(exc, ObjectDoesNotExist | Http404):
         return grpc.StatusCode.NOT_FOUND, str(exc) or "Not found."
+    if isinstance(exc, NotAuthenticated):
+        return grpc.StatusCode.UNAUTHENTICATED, str(exc)
     if isinstance(exc, PermissionDenied):
         return grpc.StatusCode.PERMISSION_DENIED, str(exc) or "Permission denied."
     if isinstance(exc, ValidationError):

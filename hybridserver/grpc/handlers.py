@@ -2,7 +2,9 @@
 
 Each RPC gets its own ``ThreadSensitiveContext`` backed by a pooled thread lease (see
 :mod:`hybridserver.threads`): plain ``def`` handlers run on that thread, and so do the
-async ORM calls of ``async def`` handlers. Exceptions become status codes
+async ORM calls of ``async def`` handlers. Before the handler runs, the RPC's metadata
+is authenticated once by the function that authenticates HTTP requests
+(:mod:`hybridserver.auth`), and ``context.user`` is set. Exceptions become status codes
 (:mod:`hybridserver.grpc.errors`), and one access-log line is written per RPC.
 """
 
@@ -13,15 +15,19 @@ import inspect
 import logging
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
+from concurrent.futures import Future
 from typing import Any, NoReturn
 
 import grpc
 from asgiref.sync import async_to_sync, sync_to_async
 
+from hybridserver.auth.core import authenticate
+from hybridserver.auth.credentials import NO_CREDENTIALS, Credentials
 from hybridserver.grpc.context import ServicerContext, SyncAbort, SyncServicerContext
 from hybridserver.grpc.errors import INTERNAL_MESSAGE, status_for
 from hybridserver.logging import access_logger, format_peer
-from hybridserver.threads import ThreadPool
+from hybridserver.signals import rpc_signals
+from hybridserver.threads import Lease, ThreadPool
 
 logger = logging.getLogger("hybridserver.error")
 
@@ -33,13 +39,26 @@ class SyncRequestIterator(Iterator[Any]):
     """The request stream of a plain ``def`` handler: each ``next()`` awaits on the loop."""
 
     def __init__(self, request_iterator: AsyncIterator[Any]) -> None:
-        self._next = async_to_sync(request_iterator.__anext__)
+        async def anext_request() -> Any:
+            # A coroutine function, not the bound ``__anext__`` slot wrapper, which
+            # async_to_sync cannot recognise as async and warns about.
+            return await request_iterator.__anext__()
+
+        self._next = async_to_sync(anext_request)
 
     def __next__(self) -> Any:
         try:
             return self._next()
         except StopAsyncIteration:
             raise StopIteration from None
+
+
+async def _user(context: grpc.aio.ServicerContext, auth: bool) -> Any:
+    """The RPC's user. Without credential metadata (or with ``GRPC_AUTH`` off) this is an
+    ``AnonymousUser`` at no cost: no query, no thread."""
+    if not auth:
+        return await authenticate(NO_CREDENTIALS)
+    return await authenticate(Credentials.from_metadata(context.invocation_metadata()))
 
 
 async def _fail(exc: BaseException, context: grpc.aio.ServicerContext, method: str) -> NoReturn:
@@ -57,8 +76,13 @@ async def _fail(exc: BaseException, context: grpc.aio.ServicerContext, method: s
 
 
 def _log_access(
-    context: grpc.aio.ServicerContext, method: str, start: float, exc: BaseException | None
+    context: grpc.aio.ServicerContext,
+    peer: str,
+    method: str,
+    start: float,
+    exc: BaseException | None,
 ) -> None:
+    # ``peer`` is read when the RPC starts: once the deadline has passed, grpc answers ''.
     if access_logger.disabled or not access_logger.isEnabledFor(_INFO):
         return
     code = context.code()
@@ -72,7 +96,7 @@ def _log_access(
             code = grpc.StatusCode.UNKNOWN
     access_logger.info(
         '%s - "GRPC %s" %s %s',
-        format_peer(context.peer()),
+        format_peer(peer),
         method,
         code,
         time.perf_counter() - start,
@@ -80,59 +104,80 @@ def _log_access(
 
 
 def _respond_once(
-    behavior: Callable[..., Any], method: str, pool: ThreadPool, request_streaming: bool
+    behavior: Callable[..., Any],
+    method: str,
+    pool: ThreadPool,
+    request_streaming: bool,
+    auth: bool,
 ) -> Callable[..., Any]:
     """unary_unary and stream_unary handlers; also response-streaming handlers written
     as ``async def`` coroutines that call ``await context.write()``."""
     if inspect.iscoroutinefunction(behavior):
 
         async def handler(request: Any, context: grpc.aio.ServicerContext) -> Any:
-            start = time.perf_counter()
+            start, peer = time.perf_counter(), context.peer()
             failure = None
             try:
                 async with pool.request_context():
-                    return await behavior(request, ServicerContext(context, method))
+                    user = await _user(context, auth)
+                    servicer_context = ServicerContext(context, method, user)
+                    async with rpc_signals(method, request, servicer_context):
+                        return await behavior(request, servicer_context)
             except BaseException as exc:
                 failure = exc
                 await _fail(exc, context, method)
             finally:
-                _log_access(context, method, start, failure)
+                _log_access(context, peer, method, start, failure)
 
         return handler
 
     run = sync_to_async(behavior)
 
     async def sync_handler(request: Any, context: grpc.aio.ServicerContext) -> Any:
-        start = time.perf_counter()
+        start, peer = time.perf_counter(), context.peer()
         failure = None
         try:
             async with pool.request_context():
                 if request_streaming:
                     request = SyncRequestIterator(request)
-                sync_context = SyncServicerContext(context, method, asyncio.get_running_loop())
-                return await run(request, sync_context)
+                user = await _user(context, auth)
+                sync_context = SyncServicerContext(
+                    context, method, asyncio.get_running_loop(), user
+                )
+                async with rpc_signals(method, request, sync_context):
+                    try:
+                        return await run(request, sync_context)
+                    finally:
+                        sync_context.end()
         except BaseException as exc:
             failure = exc
             await _fail(exc, context, method)
         finally:
-            _log_access(context, method, start, failure)
+            _log_access(context, peer, method, start, failure)
 
     return sync_handler
 
 
 def _respond_streaming(
-    behavior: Callable[..., Any], method: str, pool: ThreadPool, request_streaming: bool
+    behavior: Callable[..., Any],
+    method: str,
+    pool: ThreadPool,
+    request_streaming: bool,
+    auth: bool,
 ) -> Callable[..., AsyncIterator[Any]]:
     """unary_stream and stream_stream handlers written as generators, async or sync."""
     if inspect.isasyncgenfunction(behavior):
 
         async def handler(request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
-            start = time.perf_counter()
+            start, peer = time.perf_counter(), context.peer()
             failure = None
             try:
                 async with pool.request_context():
-                    async for response in behavior(request, ServicerContext(context, method)):
-                        yield response
+                    user = await _user(context, auth)
+                    servicer_context = ServicerContext(context, method, user)
+                    async with rpc_signals(method, request, servicer_context):
+                        async for response in behavior(request, servicer_context):
+                            yield response
             except GeneratorExit as exc:
                 failure = exc
                 raise
@@ -140,7 +185,7 @@ def _respond_streaming(
                 failure = exc
                 await _fail(exc, context, method)
             finally:
-                _log_access(context, method, start, failure)
+                _log_access(context, peer, method, start, failure)
 
         return handler
 
@@ -148,16 +193,24 @@ def _respond_streaming(
     step = sync_to_async(next)
 
     async def sync_handler(request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
-        start = time.perf_counter()
+        start, peer = time.perf_counter(), context.peer()
         failure = None
         try:
-            async with pool.request_context():
+            async with pool.request_context() as lease:
                 if request_streaming:
                     request = SyncRequestIterator(request)
-                sync_context = SyncServicerContext(context, method, asyncio.get_running_loop())
-                responses = iter(await run(request, sync_context))
-                while (response := await step(responses, _DONE)) is not _DONE:
-                    yield response
+                user = await _user(context, auth)
+                sync_context = SyncServicerContext(
+                    context, method, asyncio.get_running_loop(), user
+                )
+                async with rpc_signals(method, request, sync_context):
+                    responses = iter(await run(request, sync_context))
+                    try:
+                        while (response := await step(responses, _DONE)) is not _DONE:
+                            yield response
+                    finally:
+                        sync_context.end()
+                        _close_on_thread(lease, responses)
         except GeneratorExit as exc:
             failure = exc
             raise
@@ -165,9 +218,24 @@ def _respond_streaming(
             failure = exc
             await _fail(exc, context, method)
         finally:
-            _log_access(context, method, start, failure)
+            _log_access(context, peer, method, start, failure)
 
     return sync_handler
+
+
+def _close_on_thread(lease: Lease, responses: Iterator[Any]) -> None:
+    """Close a sync generator that the client left, on the thread it runs on, after its
+    current step: its ``finally`` blocks may use that thread's database connection, and
+    left to the garbage collector they would run late, on any thread, or never. Queued
+    rather than awaited: a handler closed with GeneratorExit must not suspend."""
+    close = getattr(responses, "close", None)
+    if close is not None and getattr(responses, "gi_frame", True) is not None:
+        lease.submit(close).add_done_callback(_log_close_failure)
+
+
+def _log_close_failure(future: Future[Any]) -> None:
+    if not future.cancelled() and future.exception() is not None:
+        logger.error("Closing a streaming handler failed", exc_info=future.exception())
 
 
 _FACTORIES = {
@@ -179,15 +247,16 @@ _FACTORIES = {
 
 
 def adapt_handler(
-    handler: grpc.RpcMethodHandler, method: str, pool: ThreadPool
+    handler: grpc.RpcMethodHandler, method: str, pool: ThreadPool, *, auth: bool = True
 ) -> grpc.RpcMethodHandler:
-    """The same method handler, run the hybridserver way."""
+    """The same method handler, run the hybridserver way. ``auth``: set ``context.user``
+    from the RPC's credentials (``GRPC_AUTH``); otherwise it is always anonymous."""
     kind, factory = _FACTORIES[(handler.request_streaming, handler.response_streaming)]
     behavior = getattr(handler, kind)
     if handler.response_streaming and not inspect.iscoroutinefunction(behavior):
-        wrapped = _respond_streaming(behavior, method, pool, handler.request_streaming)
+        wrapped = _respond_streaming(behavior, method, pool, handler.request_streaming, auth)
     else:
-        wrapped = _respond_once(behavior, method, pool, handler.request_streaming)
+        wrapped = _respond_once(behavior, method, pool, handler.request_streaming, auth)
     return factory(
         wrapped,
         request_deserializer=handler.request_deserializer,

@@ -46,13 +46,14 @@ class ServicerRegistry:
     functions call it) and adapts every method on the way in.
     """
 
-    def __init__(self, server: grpc.aio.Server, pool: ThreadPool) -> None:
+    def __init__(self, server: grpc.aio.Server, pool: ThreadPool, *, auth: bool = True) -> None:
         self._server = server
         self._pool = pool
+        self._auth = auth
         self.service_names: list[str] = []
 
     def _adapt(self, handler: grpc.RpcMethodHandler, method: str) -> grpc.RpcMethodHandler:
-        return adapt_handler(handler, method, self._pool)
+        return adapt_handler(handler, method, self._pool, auth=self._auth)
 
     def add_generic_rpc_handlers(self, handlers: Sequence[grpc.GenericRpcHandler]) -> None:
         adapted = []
@@ -117,6 +118,9 @@ class GrpcServer:
 
     def _options(self) -> list[tuple[str, Any]]:
         options = dict(DEFAULT_OPTIONS)
+        if self.config.workers > 1:
+            # Workers share the port the supervisor reserved (see hybridserver.workers).
+            options["grpc.so_reuseport"] = 1
         options.update(self.config.grpc_options)
         return list(options.items())
 
@@ -129,7 +133,7 @@ class GrpcServer:
             options=self._options(),
             maximum_concurrent_rpcs=config.grpc_max_concurrent_rpcs,
         )
-        registry = ServicerRegistry(server, self.pool)
+        registry = ServicerRegistry(server, self.pool, auth=config.grpc_auth)
         for path in config.grpc_servicers:
             register = _load(path, "GRPC_SERVICERS")
             try:
@@ -151,7 +155,10 @@ class GrpcServer:
         host = config.effective_grpc_host
         address = format_address(host, config.grpc_port)
         try:
-            self.port = server.add_insecure_port(address)
+            if config.tls:
+                self.port = server.add_secure_port(address, _credentials(config))
+            else:
+                self.port = server.add_insecure_port(address)
         except RuntimeError:
             problem = _bind_problem(host, config.grpc_port)
             raise StartupError(
@@ -184,6 +191,12 @@ class GrpcServer:
         """Cancel every RPC now."""
         if self.server is not None:
             await self.server.stop(None)
+
+
+def _credentials(config: Config) -> grpc.ServerCredentials:
+    assert config.ssl_certfile is not None and config.ssl_keyfile is not None
+    with open(config.ssl_keyfile, "rb") as key, open(config.ssl_certfile, "rb") as cert:
+        return grpc.ssl_server_credentials([(key.read(), cert.read())])
 
 
 def _load(path: str, setting: str) -> Any:

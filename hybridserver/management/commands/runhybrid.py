@@ -11,11 +11,23 @@ from django.core.management.base import BaseCommand, CommandError, CommandParser
 from hybridserver.cli import StartError, serve
 from hybridserver.config import SETTINGS
 
-_TYPES: dict[str, Any] = {"PORT": int, "GRPC_PORT": int, "THREADS": int, "GRACEFUL_TIMEOUT": float}
+_TYPES: dict[str, Any] = {
+    "PORT": int,
+    "GRPC_PORT": int,
+    "THREADS": int,
+    "WORKERS": int,
+    "GRACEFUL_TIMEOUT": float,
+}
 
 
 def default_app() -> str:
-    """``project.asgi`` for ``DJANGO_SETTINGS_MODULE=project.settings``."""
+    """The ``ASGI_APPLICATION`` setting (``project.asgi.application``, the name Daphne and
+    Channels read), else ``project.asgi`` for ``DJANGO_SETTINGS_MODULE=project.settings``."""
+    from django.conf import settings
+
+    if path := getattr(settings, "ASGI_APPLICATION", None):
+        module, _, attr = path.rpartition(".")
+        return f"{module}:{attr}"
     package = os.environ.get("DJANGO_SETTINGS_MODULE", "").rpartition(".")[0]
     return f"{package}.asgi" if package else "asgi"
 

@@ -1,0 +1,198 @@
+"""A fair share of the one event loop for gRPC while HTTP keeps it busy.
+
+Why it is needed: grpc.aio gets its work from the loop one step at a time. Its poller
+thread hands completion-queue events to the loop through a socket, and it accepts RPCs
+in one task that waits for the next call, starts it and asks for another; in practice an
+RPC takes about four loop iterations, one after the other, however many RPCs the client
+has in flight. uvicorn, on the other hand, starts work for every connection that has a
+request in every iteration. With a hundred busy HTTP connections an iteration lasts a
+millisecond or more (each Django request adds a dozen thread hops for its middleware),
+so gRPC falls to a few hundred RPCs a second, and its latency grows with the number of
+RPCs waiting. BENCHMARKS.md has the measurements.
+
+What it does: HTTP admission control driven by the length of a loop iteration. While
+HTTP requests are in flight, a probe measures how long an iteration takes (a short chain
+of ``call_soon`` callbacks, every 10 ms). When iterations are longer than
+``TARGET_HIGH``, the number of HTTP requests let into Django at once is cut (down to
+``MIN_LIMIT``); when they are shorter than ``TARGET_LOW`` and requests are waiting, it
+is raised again, one at a time. A request that waits does so before Django, holding no
+thread and no database connection, in arrival order. So:
+
+- an idle or I/O-bound loop has short iterations: no limit applies;
+- a loop kept busy by HTTP alone runs a few requests at a time, which is no slower (the
+  same CPU does the same work, with less switching between threads);
+- gRPC keeps enough iterations to make progress.
+
+A request that has been in flight for ``EXPIRY`` seconds (a long poll, a streamed
+response) stops counting toward the limit, so a few slow requests cannot hold the door
+shut. WebSocket connections are not counted at all.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import time
+
+#: Loop iterations longer than this, on average, shrink the HTTP limit (seconds).
+TARGET_HIGH = 150e-6
+#: Shorter than this, with requests waiting, grow it.
+TARGET_LOW = 75e-6
+#: How often the loop is probed while HTTP requests are in flight (seconds).
+PERIOD = 0.010
+#: Iterations timed per probe.
+SAMPLES = 8
+#: Requests let in at once, at the least.
+MIN_LIMIT = 1
+#: Seconds after which a request no longer counts toward the limit.
+EXPIRY = 0.25
+
+_UNLIMITED = 1 << 30
+
+
+class _Ticket:
+    __slots__ = ("active", "admitted")
+
+    def __init__(self, admitted: float) -> None:
+        self.admitted = admitted
+        self.active = True
+
+
+class HttpAdmission:
+    """``ticket = await admission.enter()`` before Django, ``admission.leave(ticket)``
+    after. Create it inside the running loop, or let ``enter()`` find the loop."""
+
+    def __init__(self) -> None:
+        self.limit = _UNLIMITED
+        self.in_flight = 0
+        self._tickets: collections.deque[_Ticket] = collections.deque()
+        self._waiters: collections.deque[asyncio.Future[None]] = collections.deque()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._probing = False
+        self._ticks = 0
+        self._probe_start = 0.0
+
+    @property
+    def waiting(self) -> int:
+        return len(self._waiters)
+
+    async def enter(self) -> _Ticket:
+        """Wait for a turn; return the ticket to give back to :meth:`leave`."""
+        if self._loop is None:
+            self._loop = asyncio.get_running_loop()
+        waiters = self._waiters
+        while waiters and waiters[0].done():  # cancelled while waiting
+            waiters.popleft()
+        if self.in_flight >= self.limit or waiters:
+            waiter = self._loop.create_future()
+            self._waiters.append(waiter)
+            try:
+                await waiter
+            except BaseException:
+                if waiter.done() and not waiter.cancelled():
+                    # Let in just as it was cancelled: pass the turn on.
+                    self.in_flight -= 1
+                    self._wake()
+                raise
+        else:
+            self.in_flight += 1
+        ticket = _Ticket(time.monotonic())
+        self._tickets.append(ticket)
+        if not self._probing:
+            self._probing = True
+            self._loop.call_later(PERIOD, self._probe)
+        return ticket
+
+    def leave(self, ticket: _Ticket) -> None:
+        if ticket.active:
+            ticket.active = False
+            self.in_flight -= 1
+            self._wake()
+
+    def _wake(self) -> None:
+        while self._waiters and self.in_flight < self.limit:
+            waiter = self._waiters.popleft()
+            if not waiter.done():
+                self.in_flight += 1
+                waiter.set_result(None)
+
+    def _probe(self) -> None:
+        self._expire()
+        if self.in_flight == 0 and not self._waiters:
+            self._probing = False
+            self.limit = _UNLIMITED
+            return
+        self._ticks = 0
+        self._probe_start = time.perf_counter()
+        assert self._loop is not None
+        self._loop.call_soon(self._tick)
+
+    def _tick(self) -> None:
+        # Runs once per loop iteration: call_soon from a callback lands in the next one.
+        self._ticks += 1
+        if self._ticks < SAMPLES:
+            assert self._loop is not None
+            self._loop.call_soon(self._tick)
+            return
+        self._adjust((time.perf_counter() - self._probe_start) / SAMPLES)
+        assert self._loop is not None
+        self._loop.call_later(PERIOD, self._probe)
+
+    def _adjust(self, iteration: float) -> None:
+        if iteration > TARGET_HIGH:
+            self.limit = max(MIN_LIMIT, min(self.limit, self.in_flight) * 3 // 4)
+        elif iteration < TARGET_LOW and (self._waiters or self.in_flight >= self.limit):
+            self.limit = min(_UNLIMITED, self.limit + 1)
+        self._wake()
+
+    def _expire(self) -> None:
+        deadline = time.monotonic() - EXPIRY
+        tickets = self._tickets
+        while tickets and (not tickets[0].active or tickets[0].admitted < deadline):
+            self.leave(tickets.popleft())
+
+
+import os as _os  # noqa: E402  TEMPORARY tuning hook, removed before commit
+
+if _tune := _os.environ.get("_HYBRIDSERVER_FAIRNESS_TUNE"):
+    _h, _l, _m, *_sw = _tune.split(",")
+    TARGET_HIGH, TARGET_LOW, MIN_LIMIT = float(_h) * 1e-6, float(_l) * 1e-6, int(_m)
+    if _sw:
+        import sys as _sys
+
+        _sys.setswitchinterval(float(_sw[0]) * 1e-6)
+
+if _os.environ.get("_HYBRIDSERVER_GC_STATS"):  # TEMPORARY
+    import gc as _gc
+    import sys as _sys2
+
+    _gcs = {"t": 0.0, "start": 0.0, "n": [0, 0, 0], "dt": [0.0, 0.0, 0.0], "last": time.monotonic()}
+
+    def _gc_cb(phase, info):
+        if phase == "start":
+            _gcs["start"] = time.perf_counter()
+        else:
+            g = info["generation"]
+            _gcs["n"][g] += 1
+            _gcs["dt"][g] += time.perf_counter() - _gcs["start"]
+            now = time.monotonic()
+            if now - _gcs["last"] > 5:
+                print("gcstats", _gcs["n"], [round(x * 1000, 1) for x in _gcs["dt"]], "ms over", round(now - _gcs["last"], 1), "s", file=_sys2.stderr, flush=True)
+                _gcs["n"], _gcs["dt"], _gcs["last"] = [0, 0, 0], [0.0, 0.0, 0.0], now
+
+    _gc.callbacks.append(_gc_cb)
+
+if _os.environ.get("_HYBRIDSERVER_GC_FREEZE"):  # TEMPORARY
+    import gc as _gc2
+
+    _orig_enter = HttpAdmission.enter
+    _frozen = [False]
+
+    async def _enter(self):
+        if not _frozen[0]:
+            _frozen[0] = True
+            _gc2.collect()
+            _gc2.freeze()
+        return await _orig_enter(self)
+
+    HttpAdmission.enter = _enter
