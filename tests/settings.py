@@ -5,5 +5,10 @@ from project.settings import HYBRIDSERVER
 
 HYBRIDSERVER = {
     **HYBRIDSERVER,
-    "GRPC_SERVICERS": [*HYBRIDSERVER["GRPC_SERVICERS"], "tests.servicers.register"],
+    "GRPC_SERVICERS": [
+        *HYBRIDSERVER["GRPC_SERVICERS"],
+        "tests.servicers.register",
+        "tests.servicers_auth.register",
+        "tests.servicers_ratelimit.register",
+    ],
 }

@@ -29,16 +29,36 @@ def installed(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The wheel, built from this checkout and installed into a directory of its own."""
     build = tmp_path_factory.mktemp("wheel")
     subprocess.run(
-        [sys.executable, "-m", "pip", "wheel", REPO, "--no-deps", "--no-build-isolation",
-         "-q", "-w", str(build)],
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "wheel",
+            REPO,
+            "--no-deps",
+            "--no-build-isolation",
+            "-q",
+            "-w",
+            str(build),
+        ],
         check=True,
         cwd=build,
     )
     (wheel,) = build.glob("hybridserver-*.whl")
     target = tmp_path_factory.mktemp("site")
     subprocess.run(
-        [sys.executable, "-m", "pip", "install", "--no-deps", "--no-index", "-q",
-         "--target", str(target), str(wheel)],
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "install",
+            "--no-deps",
+            "--no-index",
+            "-q",
+            "--target",
+            str(target),
+            str(wheel),
+        ],
         check=True,
     )
     return target
@@ -52,7 +72,9 @@ def _env(target: Path, **extra: str) -> dict[str, str]:
     }
     # The installed copy first; dependencies from this virtualenv.
     env["PYTHONPATH"] = str(target)
-    env["PATH"] = f"{target / 'bin'}{os.pathsep}{Path(sys.executable).parent}{os.pathsep}{env['PATH']}"
+    env["PATH"] = (
+        f"{target / 'bin'}{os.pathsep}{Path(sys.executable).parent}{os.pathsep}{env['PATH']}"
+    )
     env.update(extra)
     return env
 
@@ -60,7 +82,10 @@ def _env(target: Path, **extra: str) -> dict[str, str]:
 def test_wheel_holds_every_tracked_file(installed: Path) -> None:
     tracked = subprocess.run(
         ["git", "ls-files", "hybridserver", "project"],
-        cwd=REPO, check=True, capture_output=True, text=True,
+        cwd=REPO,
+        check=True,
+        capture_output=True,
+        text=True,
     ).stdout.split()
     assert any("migrations" in path for path in tracked)
     missing = [path for path in tracked if not (installed / path).is_file()]
@@ -70,15 +95,27 @@ def test_wheel_holds_every_tracked_file(installed: Path) -> None:
 
 def test_installed_command_runs_from_site_packages(installed: Path, tmp_path: Path) -> None:
     probe = subprocess.run(
-        [sys.executable, "-c", "import hybridserver, project.catalog.grpc_gen.catalog.v1."
-         "catalog_pb2_grpc as m; print(hybridserver.__file__); print(m.__file__)"],
-        env=_env(installed), cwd=tmp_path, check=True, capture_output=True, text=True,
+        [
+            sys.executable,
+            "-c",
+            "import hybridserver, project.catalog.grpc_gen.catalog.v1."
+            "catalog_pb2_grpc as m; print(hybridserver.__file__); print(m.__file__)",
+        ],
+        env=_env(installed),
+        cwd=tmp_path,
+        check=True,
+        capture_output=True,
+        text=True,
     )
     for line in probe.stdout.splitlines():
         assert line.startswith(str(installed)), line
     help_text = subprocess.run(
         ["hybridserver", "run", "--help"],
-        env=_env(installed), cwd=tmp_path, check=True, capture_output=True, text=True,
+        env=_env(installed),
+        cwd=tmp_path,
+        check=True,
+        capture_output=True,
+        text=True,
     ).stdout
     assert "--grpc-port" in help_text
 

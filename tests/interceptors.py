@@ -1,0 +1,18 @@
+"""A ``GRPC_INTERCEPTORS`` entry for subprocess tests: it prints a line as each RPC
+starts, so that a test can wait until an RPC is in flight instead of sleeping."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+
+import grpc
+
+
+class AnnounceRpcs(grpc.aio.ServerInterceptor):
+    async def intercept_service(
+        self,
+        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
+        handler_call_details: grpc.HandlerCallDetails,
+    ) -> grpc.RpcMethodHandler:
+        print(f"rpc started: {handler_call_details.method}", flush=True)
+        return await continuation(handler_call_details)
