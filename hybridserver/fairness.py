@@ -35,7 +35,7 @@ import collections
 import time
 
 #: Loop iterations longer than this, on average, shrink the HTTP limit (seconds).
-TARGET_HIGH = 150e-6
+TARGET_HIGH = 125e-6
 #: Shorter than this, with requests waiting, grow it.
 TARGET_LOW = 75e-6
 #: How often the loop is probed while HTTP requests are in flight (seconds).
@@ -150,49 +150,3 @@ class HttpAdmission:
         tickets = self._tickets
         while tickets and (not tickets[0].active or tickets[0].admitted < deadline):
             self.leave(tickets.popleft())
-
-
-import os as _os  # noqa: E402  TEMPORARY tuning hook, removed before commit
-
-if _tune := _os.environ.get("_HYBRIDSERVER_FAIRNESS_TUNE"):
-    _h, _l, _m, *_sw = _tune.split(",")
-    TARGET_HIGH, TARGET_LOW, MIN_LIMIT = float(_h) * 1e-6, float(_l) * 1e-6, int(_m)
-    if _sw:
-        import sys as _sys
-
-        _sys.setswitchinterval(float(_sw[0]) * 1e-6)
-
-if _os.environ.get("_HYBRIDSERVER_GC_STATS"):  # TEMPORARY
-    import gc as _gc
-    import sys as _sys2
-
-    _gcs = {"t": 0.0, "start": 0.0, "n": [0, 0, 0], "dt": [0.0, 0.0, 0.0], "last": time.monotonic()}
-
-    def _gc_cb(phase, info):
-        if phase == "start":
-            _gcs["start"] = time.perf_counter()
-        else:
-            g = info["generation"]
-            _gcs["n"][g] += 1
-            _gcs["dt"][g] += time.perf_counter() - _gcs["start"]
-            now = time.monotonic()
-            if now - _gcs["last"] > 5:
-                print("gcstats", _gcs["n"], [round(x * 1000, 1) for x in _gcs["dt"]], "ms over", round(now - _gcs["last"], 1), "s", file=_sys2.stderr, flush=True)
-                _gcs["n"], _gcs["dt"], _gcs["last"] = [0, 0, 0], [0.0, 0.0, 0.0], now
-
-    _gc.callbacks.append(_gc_cb)
-
-if _os.environ.get("_HYBRIDSERVER_GC_FREEZE"):  # TEMPORARY
-    import gc as _gc2
-
-    _orig_enter = HttpAdmission.enter
-    _frozen = [False]
-
-    async def _enter(self):
-        if not _frozen[0]:
-            _frozen[0] = True
-            _gc2.collect()
-            _gc2.freeze()
-        return await _orig_enter(self)
-
-    HttpAdmission.enter = _enter

@@ -225,20 +225,33 @@ class _LeaseContext(ThreadSensitiveContext):
     (a request run under ``async_to_sync``, as in some tests) defers to asgiref.
     """
 
-    async def __aenter__(self) -> ThreadSensitiveContext:
+    def enter_now(self) -> bool:
+        """Enter without suspending, unless asgiref's ``__aenter__`` is needed (then
+        return False and enter nothing)."""
         if self.token is not None or self._exited or _inherited_executor() is not None:
-            return await super().__aenter__()
+            return False
         self.token = SyncToAsync.thread_sensitive_context.set(self)
         SyncToAsync.context_to_thread_executor[self] = self._executor
-        return self
+        return True
 
-    async def __aexit__(self, exc: Any, value: Any, tb: Any) -> None:
+    def exit_now(self) -> bool:
+        """Leave a context that :meth:`enter_now` entered; False if asgiref entered it."""
         if self._old_executor is not None or self.token is None:
-            return await super().__aexit__(exc, value, tb)
+            return False
         SyncToAsync.context_to_thread_executor.pop(self, None)
         SyncToAsync.thread_sensitive_context.reset(self.token)
         self.token = None
         self._exited = True
+        return True
+
+    async def __aenter__(self) -> ThreadSensitiveContext:
+        if self.enter_now():
+            return self
+        return await super().__aenter__()
+
+    async def __aexit__(self, exc: Any, value: Any, tb: Any) -> None:
+        if not self.exit_now():
+            await super().__aexit__(exc, value, tb)
 
 
 def _inherited_executor() -> Any:
@@ -273,7 +286,8 @@ class _NoExecutor(Executor):
 
 
 _NO_EXECUTOR = _NoExecutor()
-_Context = _LeaseContext if _fast_context_supported() else ThreadSensitiveContext
+_FAST = _fast_context_supported()
+_Context = _LeaseContext if _FAST else ThreadSensitiveContext
 
 
 class RequestContext:
@@ -290,12 +304,16 @@ class RequestContext:
         self._context = _Context(executor=self.lease)
 
     async def __aenter__(self) -> Lease:
-        await self._context.__aenter__()
+        context = self._context
+        if not (_FAST and context.enter_now()):  # type: ignore[attr-defined]
+            await context.__aenter__()
         return self.lease
 
     async def __aexit__(self, *exc_info: Any) -> None:
         try:
-            await self._context.__aexit__(*exc_info)
+            context = self._context
+            if not (_FAST and context.exit_now()):  # type: ignore[attr-defined]
+                await context.__aexit__(*exc_info)
         finally:
             self.lease.release()
 

@@ -1,0 +1,3 @@
+"""The peers serve no HTTP."""
+
+urlpatterns: list = []

@@ -1,0 +1,491 @@
+"""The measurements. Every comparison runs its contenders in the same run, interleaved
+round by round (A B, then B A) with the same load and duration, so that a ratio holds
+even as the machine drifts; each figure is the median over the rounds."""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib.util
+import statistics
+import subprocess
+import time
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import ExitStack, contextmanager
+
+from bench import db
+from bench.load import H2load, Job, Load, Wrk, run
+from bench.report import Results
+from bench.servers import (
+    BARE_READY,
+    ECHO,
+    PYTHON,
+    REPO,
+    Server,
+    bare_grpc,
+    bench_env,
+    check_rpc,
+    django_grpc,
+    hybridserver,
+    socio_grpc,
+    uvicorn,
+)
+
+#: The echo payload: the protobuf encoding of ``bytes payload = 1`` set to "hello", so a
+#: raw-bytes echo and a protobuf echo see the same wire bytes.
+ECHO_MESSAGE = b"\n\x05hello"
+#: ``catalog.v1.GetBookRequest(id=1)``.
+GET_BOOK_1 = b"\x08\x01"
+
+GRPC_CLIENTS, GRPC_STREAMS = 4, 16
+HTTP_CONNECTIONS = 100
+GRPC_LOAD = f"h2load {GRPC_CLIENTS} connections x {GRPC_STREAMS} streams"
+HTTP_LOAD = f"wrk {HTTP_CONNECTIONS} connections"
+
+
+@dataclasses.dataclass
+class Bench:
+    """How long and how often to load; where results go."""
+
+    duration: float
+    rounds: int
+    warmup: float
+    quick: bool
+    results: Results
+
+    def compare(
+        self, contenders: Sequence[tuple[str, Server, Callable[[float], Sequence[Job]]]]
+    ) -> dict[str, list[Load]]:
+        """Run each contender's jobs ``rounds`` times, interleaved; return, per
+        contender, the median Load of each of its jobs."""
+        for _, _, jobs in contenders:
+            run(*jobs(self.warmup))
+        runs: dict[str, list[list[Load]]] = {name: [] for name, _, _ in contenders}
+        for round_ in range(self.rounds):
+            order = contenders if round_ % 2 == 0 else list(reversed(contenders))
+            for name, server, jobs in order:
+                runs[name].append(run(*jobs(self.duration), pid=server.pid))
+        self.last_runs = runs
+        return {
+            name: [Load.median([r[i] for r in rounds]) for i in range(len(rounds[0]))]
+            for name, rounds in runs.items()
+        }
+
+    def paired_ratio(self, a: str, b: str, job: int = 0) -> float:
+        """The median over rounds of a/b throughput, each round's pair run back to back:
+        steadier than the ratio of medians while the machine's load drifts."""
+        pairs = zip(self.last_runs[a], self.last_runs[b], strict=True)
+        return statistics.median(x[job].rps / y[job].rps for x, y in pairs if y[job].rps)
+
+
+def h2load(server: Server, method: str = ECHO, message: bytes = ECHO_MESSAGE, **kw):
+    def jobs(duration: float) -> list[Job]:
+        return [
+            H2load(
+                server.grpc_target,
+                method,
+                message,
+                clients=GRPC_CLIENTS,
+                streams=GRPC_STREAMS,
+                duration=duration,
+                **kw,
+            )
+        ]
+
+    return jobs
+
+
+def wrk(server: Server, path: str = "/bench/echo", **kw):
+    def jobs(duration: float) -> list[Job]:
+        return [Wrk(server.http_url + path, connections=HTTP_CONNECTIONS, duration=duration, **kw)]
+
+    return jobs
+
+
+def both(*factories):
+    def jobs(duration: float) -> list[Job]:
+        return [job for factory in factories for job in factory(duration)]
+
+    return jobs
+
+
+@contextmanager
+def servers(*servers: Server) -> Iterator[list[Server]]:
+    with ExitStack() as stack:
+        yield [stack.enter_context(server) for server in servers]
+
+
+def ratio(a: Load, b: Load) -> float:
+    return a.rps / b.rps if b.rps else float("nan")
+
+
+def sqlite_env(**extra: str) -> dict[str, str]:
+    env = bench_env(db.sqlite_url(), **extra)
+    db.prepare(env)
+    return env
+
+
+# --- scenarios ---------------------------------------------------------------------------
+
+
+def echo(b: Bench) -> None:
+    """gRPC unary echo: hybridserver against a bare grpc.aio server."""
+    env = sqlite_env()
+    section = f"gRPC unary echo ({GRPC_LOAD})"
+    with servers(hybridserver("hybridserver", env), bare_grpc("bare", env)) as (hs, bare):
+        got = b.compare(
+            [
+                ("hybridserver", hs, h2load(hs)),
+                ("bare", bare, h2load(bare)),
+                ("hybridserver sync", hs, h2load(hs, "/bench.Bench/EchoSync")),
+                ("bare sync", bare, h2load(bare, "/bench.Bench/EchoSync")),
+            ]
+        )
+    r = b.results
+    r.add(section, "hybridserver, async def", got["hybridserver"][0])
+    r.add(section, "bare grpc.aio, async def", got["bare"][0])
+    r.add(section, "hybridserver, plain def", got["hybridserver sync"][0])
+    r.add(section, "bare grpc.aio, plain def", got["bare sync"][0])
+    r.target(
+        "gRPC echo vs bare grpc.aio",
+        ratio(got["hybridserver"][0], got["bare"][0]),
+        0.90,
+        ">=",
+        "%",
+        detail="async def",
+    )
+
+
+def http(b: Bench) -> None:
+    """The JSON view: hybridserver against plain uvicorn serving the same Django app."""
+    env = sqlite_env()
+    section = f"HTTP JSON view /bench/echo ({HTTP_LOAD})"
+    with servers(hybridserver("hybridserver", env), uvicorn("uvicorn", env)) as (hs, uv):
+        got = b.compare([("hybridserver", hs, wrk(hs)), ("uvicorn", uv, wrk(uv))])
+    b.results.add(section, "hybridserver", got["hybridserver"][0])
+    b.results.add(section, "uvicorn project.asgi:application", got["uvicorn"][0])
+    b.results.target(
+        "HTTP vs plain uvicorn", ratio(got["hybridserver"][0], got["uvicorn"][0]), 0.95, ">=", "%"
+    )
+
+
+def mixed(b: Bench) -> None:
+    """gRPC and HTTP loaded together on one server, against each protocol alone; with
+    hybridserver's loop fairness on (the default) and off."""
+    env = sqlite_env()
+    on = hybridserver("fairness on", env)
+    off = hybridserver("fairness off", env, "--no-loop-fairness")
+    with servers(on, off):
+        got = b.compare(
+            [(f"{s.name}: gRPC", s, h2load(s)) for s in (on, off)]
+            + [(f"{s.name}: HTTP", s, wrk(s)) for s in (on, off)]
+            + [(f"{s.name}: mixed", s, both(wrk(s), h2load(s))) for s in (on, off)]
+        )
+    section = f"mixed: {HTTP_LOAD} + {GRPC_LOAD}"
+    for server in (on, off):
+        name = server.name
+        grpc_solo, http_solo = got[f"{name}: gRPC"][0], got[f"{name}: HTTP"][0]
+        http_mixed, grpc_mixed = got[f"{name}: mixed"]
+        b.results.add(section, f"{name}, gRPC alone", grpc_solo)
+        b.results.add(section, f"{name}, HTTP alone", http_solo)
+        b.results.add(
+            section,
+            f"{name}, gRPC mixed",
+            grpc_mixed,
+            note=f"{ratio(grpc_mixed, grpc_solo):.0%} of alone; p99 "
+            f"{grpc_mixed.p99_ms / grpc_solo.p99_ms:.1f}x",
+        )
+        b.results.add(
+            section,
+            f"{name}, HTTP mixed",
+            http_mixed,
+            note=f"{ratio(http_mixed, http_solo):.0%} of alone",
+        )
+        b.results.settings.setdefault("mixed", {})[name] = {
+            "grpc_share": ratio(grpc_mixed, grpc_solo),
+            "http_share": ratio(http_mixed, http_solo),
+            "grpc_p99_ratio": grpc_mixed.p99_ms / grpc_solo.p99_ms,
+        }
+        if server is on:
+            r = b.results
+            r.target(
+                "mixed: gRPC keeps of its solo throughput",
+                ratio(grpc_mixed, grpc_solo),
+                0.40,
+                ">=",
+                "%",
+            )
+            r.target(
+                "mixed: HTTP keeps of its solo throughput",
+                ratio(http_mixed, http_solo),
+                0.40,
+                ">=",
+                "%",
+            )
+            r.target(
+                "mixed: gRPC p99 vs its solo p99",
+                grpc_mixed.p99_ms / grpc_solo.p99_ms,
+                5.0,
+                "<=",
+                "x",
+            )
+
+
+def orm(b: Bench) -> None:
+    """One row read per request: an RPC and a view, async ORM and sync ORM, on SQLite and
+    PostgreSQL. RPCs against a bare grpc.aio server, views against plain uvicorn."""
+    databases = [("SQLite", db.sqlite_url())]
+    try:
+        db.create_postgres_database(db.POSTGRES_URL)
+        databases.append(("PostgreSQL", db.POSTGRES_URL))
+    except Exception as exc:
+        b.results.missing.append(f"ORM on PostgreSQL: {db.POSTGRES_URL} unavailable: {exc}")
+    for label, url in databases:
+        env = bench_env(url)
+        db.prepare(env)
+        # Under plain uvicorn every request runs in a new thread, so a kept connection
+        # would never be reused (and would pile up): Django's default, closing it after
+        # each request, is the only sane setting there.
+        uv_env = bench_env(url, DJANGO_CONN_MAX_AGE="0")
+        hs, bare, uv = (
+            hybridserver("hybridserver", env),
+            bare_grpc("bare", env),
+            uvicorn("uv", uv_env),
+        )
+        with servers(hs, bare, uv):
+            # Eight contenders on two databases: two rounds keep the full run bounded.
+            got = dataclasses.replace(b, rounds=min(b.rounds, 2)).compare(
+                [
+                    ("rpc async hs", hs, h2load(hs, "/bench.Bench/GetBookAsync", GET_BOOK_1)),
+                    ("rpc async bare", bare, h2load(bare, "/bench.Bench/GetBookAsync", GET_BOOK_1)),
+                    ("rpc sync hs", hs, h2load(hs, "/bench.Bench/GetBookSync", GET_BOOK_1)),
+                    ("rpc sync bare", bare, h2load(bare, "/bench.Bench/GetBookSync", GET_BOOK_1)),
+                    ("view async hs", hs, wrk(hs, "/bench/book-async")),
+                    ("view async uv", uv, wrk(uv, "/bench/book-async")),
+                    ("view sync hs", hs, wrk(hs, "/bench/book-sync")),
+                    ("view sync uv", uv, wrk(uv, "/bench/book-sync")),
+                ]
+            )
+        section = f"ORM, one row, {label}"
+        for kind, what in (("rpc", "RPC"), ("view", "view")):
+            for mode, style in (("async", "async ORM"), ("sync", "sync ORM, plain def")):
+                base = "bare" if kind == "rpc" else "uv"
+                other = "bare grpc.aio" if kind == "rpc" else "uvicorn (CONN_MAX_AGE=0)"
+                mine, theirs = got[f"{kind} {mode} hs"][0], got[f"{kind} {mode} {base}"][0]
+                b.results.add(
+                    section,
+                    f"{what}, {style}: hybridserver",
+                    mine,
+                    note=f"{ratio(mine, theirs):.2f}x",
+                )
+                b.results.add(section, f"{what}, {style}: {other}", theirs)
+
+
+def streams(b: Bench) -> None:
+    """Resident memory per open server stream, at 1,000 and 10,000 streams."""
+    env = sqlite_env()
+    counts = (1000,) if b.quick else (1000, 10000)
+    section = "memory per open server stream (RSS delta / streams)"
+    per_stream: dict[tuple[str, int], float] = {}
+    for name, factory in (("hybridserver", hybridserver), ("bare grpc.aio", bare_grpc)):
+        for count in counts:
+            with factory(name, env) as server:
+                _hold_streams(server, 200).close()  # warm up: first streams, first frames
+                time.sleep(1)
+                before = server.rss_kib()
+                client = _hold_streams(server, count)
+                time.sleep(1)
+                after = server.rss_kib()
+                client.close()
+            kib = (after - before) / count
+            per_stream[(name, count)] = kib
+            b.results.add(
+                section,
+                f"{name}, {count:,} streams",
+                note=f"{kib:.1f} KiB/stream (RSS {before / 1024:.0f} -> {after / 1024:.0f} MiB)",
+                values={"kib_per_stream": kib, "rss_before_kib": before, "rss_after_kib": after},
+            )
+    top = max(counts)
+    b.results.target(
+        f"memory per open stream at {top:,}", per_stream[("hybridserver", top)], 25.0, "<=", "KiB"
+    )
+
+
+class _Holder:
+    def __init__(self, process: subprocess.Popen[str]) -> None:
+        self.process = process
+
+    def close(self) -> None:
+        assert self.process.stdin is not None
+        self.process.stdin.close()
+        self.process.wait(60)
+
+
+def _hold_streams(server: Server, count: int) -> _Holder:
+    process = subprocess.Popen(
+        ["taskset", "-c", "1", PYTHON, "-m", "bench.streams", server.grpc_target, str(count)],
+        cwd=REPO,
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    assert process.stdout is not None
+    line = process.stdout.readline()
+    if not line.startswith("open"):
+        process.kill()
+        raise RuntimeError(f"stream client failed: {line}{process.stdout.read()}")
+    return _Holder(process)
+
+
+def auth(b: Bench) -> None:
+    """The auth layer on (the project's settings) and off (no API-key middleware, GRPC_AUTH
+    off), and with an API key on every request."""
+    if importlib.util.find_spec("hybridserver.auth") is None:
+        b.results.missing.append(
+            "auth on vs off: not measured yet (no hybridserver.auth); run `bench/run auth`"
+        )
+        return
+    env = sqlite_env()
+    key = _api_key(env)
+    on = hybridserver("auth on", env)
+    off = hybridserver("auth off", {**env, "BENCH_AUTH": "off"})
+    with_key = [("x-api-key", key)]
+    with servers(on, off):
+        check_rpc(on.grpc_target, ECHO, ECHO_MESSAGE, with_key)
+        got = b.compare(
+            [
+                ("grpc off", off, h2load(off)),
+                ("grpc on", on, h2load(on)),
+                ("grpc key", on, h2load(on, metadata=with_key)),
+                ("http off", off, wrk(off)),
+                ("http on", on, wrk(on)),
+                ("http key", on, wrk(on, headers=with_key)),
+            ]
+        )
+    section = "auth: echo RPC and JSON view"
+    for proto in ("grpc", "http"):
+        label = "gRPC echo" if proto == "grpc" else "HTTP /bench/echo"
+        off_load = got[f"{proto} off"][0]
+        b.results.add(section, f"{label}: auth off", off_load)
+        for case, text in (("on", "auth on, no credentials"), ("key", "auth on, API key")):
+            load = got[f"{proto} {case}"][0]
+            b.results.add(
+                section, f"{label}: {text}", load, note=f"{ratio(load, off_load):.0%} of off"
+            )
+
+
+_MAKE_KEY = """
+import django
+django.setup()
+from django.contrib.auth import get_user_model
+from hybridserver.auth.models import APIKey
+user, _ = get_user_model().objects.get_or_create(username="bench")
+print(APIKey.objects.create_key(user, "bench")[1])
+"""
+
+
+def _api_key(env: dict[str, str]) -> str:
+    done = subprocess.run(
+        [PYTHON, "-c", _MAKE_KEY], cwd=REPO, env=env, capture_output=True, text=True, check=True
+    )
+    return done.stdout.strip().splitlines()[-1]
+
+
+SOCIO_PREFIX = "/bench.socio_bench.BenchServiceController"
+
+
+def peers(b: Bench) -> None:
+    """hybridserver against django-grpc and django-socio-grpc, the same RPCs on each."""
+    env = sqlite_env()
+    try:
+        djg, socio = django_grpc("django-grpc", env), socio_grpc("django-socio-grpc", env)
+    except Exception as exc:
+        b.results.missing.append(f"peers: {exc}")
+        return
+    djg.check_grpc = "/bench.Bench/EchoSync"  # its sync server cannot run async def
+    socio.check_grpc = f"{SOCIO_PREFIX}/Echo"
+    hs = hybridserver("hybridserver", env)
+    with servers(hs, djg, socio):
+        got = b.compare(
+            [
+                ("echo hs", hs, h2load(hs)),
+                ("echo hs-def", hs, h2load(hs, "/bench.Bench/EchoSync")),
+                ("echo djg", djg, h2load(djg, "/bench.Bench/EchoSync")),
+                ("echo socio", socio, h2load(socio, f"{SOCIO_PREFIX}/Echo")),
+                ("orm hs", hs, h2load(hs, "/bench.Bench/GetBookAsync", GET_BOOK_1)),
+                ("orm hs-def", hs, h2load(hs, "/bench.Bench/GetBookSync", GET_BOOK_1)),
+                ("orm djg", djg, h2load(djg, "/bench.Bench/GetBookSync", GET_BOOK_1)),
+                ("orm socio", socio, h2load(socio, f"{SOCIO_PREFIX}/GetBook", GET_BOOK_1)),
+            ]
+        )
+    names = {
+        "hs": "hybridserver, async def",
+        "hs-def": "hybridserver, plain def",
+        "djg": "django-grpc grpcserver, plain def (thread-pool server)",
+        "socio": "django-socio-grpc grpcrunaioserver, async action",
+    }
+    for what, label in (("echo", "peers: unary echo"), ("orm", "peers: one row")):
+        for key, name in names.items():
+            b.results.add(f"{label} ({GRPC_LOAD})", name, got[f"{what} {key}"][0])
+        # Like with like: django-grpc runs plain def handlers, socio async ones.
+        for mine, peer, text in (
+            ("hs-def", "djg", "plain def: ahead of django-grpc"),
+            ("hs", "socio", "async def: ahead of django-socio-grpc"),
+        ):
+            b.results.target(
+                f"{what}, {text}",
+                ratio(got[f"{what} {mine}"][0], got[f"{what} {peer}"][0]),
+                1.0,
+                ">=",
+                "x",
+            )
+
+
+def lab(b: Bench) -> None:
+    """Why gRPC starves under HTTP load, without HTTP: see :mod:`bench.loop_lab`."""
+    env = sqlite_env()
+    section = "loop lab: bare grpc.aio + N busy tasks of X us per loop iteration"
+    for tasks, spin in ((0, 0), (10, 10), (10, 100)):
+        for registered in (False, True) if tasks == 10 and spin == 100 else (False,):
+            command = [PYTHON, "-m", "bench.loop_lab", "--busy-tasks", str(tasks)]
+            command += ["--spin-us", str(spin)] + (["--registered"] if registered else [])
+            server = Server("lab", command, env, ready_line=BARE_READY)
+            loads = [(1, 1), (1, 16), (4, 64)]
+            with server:
+                contenders = [(f"{c}x{s}", server, _h2load_shape(server, c, s)) for c, s in loads]
+                if registered:
+                    contenders.append(
+                        (
+                            "two methods",
+                            server,
+                            both(
+                                _h2load_shape(server, 2, 32), _h2load_shape(server, 2, 32, "Echo2")
+                            ),
+                        )
+                    )
+                got = b.compare(contenders)
+            kind = "registered methods" if registered else "generic handler"
+            for name, loads_ in got.items():
+                total = sum(load.rps for load in loads_)
+                b.results.add(
+                    section,
+                    f"N={tasks} X={spin}us ({kind}), h2load {name}",
+                    loads_[0],
+                    note=f"total {total:,.0f} req/s" if len(loads_) > 1 else "",
+                )
+
+
+def _h2load_shape(server: Server, clients: int, streams: int, method: str = "Echo"):
+    def jobs(duration: float) -> list[Job]:
+        return [
+            H2load(
+                server.grpc_target,
+                f"/bench.Bench/{method}",
+                ECHO_MESSAGE,
+                clients=clients,
+                streams=streams,
+                duration=duration,
+            )
+        ]
+
+    return jobs

@@ -1,0 +1,24 @@
+"""The benchmark's HTTP views: a JSON answer without the database, and one row read
+with the async ORM and with the sync ORM."""
+
+from __future__ import annotations
+
+from django.http import HttpRequest, JsonResponse
+
+from project.catalog.models import Book
+
+BOOK_ID = 1
+
+
+async def echo(request: HttpRequest) -> JsonResponse:
+    return JsonResponse({"echo": request.GET.get("m", "hello")})
+
+
+async def book_async(request: HttpRequest) -> JsonResponse:
+    book = await Book.objects.aget(pk=BOOK_ID)
+    return JsonResponse({"id": book.pk, "title": book.title})
+
+
+def book_sync(request: HttpRequest) -> JsonResponse:
+    book = Book.objects.get(pk=BOOK_ID)
+    return JsonResponse({"id": book.pk, "title": book.title})
