@@ -8,6 +8,7 @@ expired or revoked key is the same as no key.
 
 from __future__ import annotations
 
+import abc
 import hmac
 import logging
 from typing import Any
@@ -26,11 +27,12 @@ from hybridserver.conf import hybrid_setting
 logger = logging.getLogger("hybridserver.auth")
 
 
-class BaseBackend:
+class BaseBackend(abc.ABC):
     """What ``AUTH_BACKENDS`` entries implement. Instantiated once, shared by all requests."""
 
+    @abc.abstractmethod
     async def authenticate(self, credentials: Credentials) -> Any | None:
-        raise NotImplementedError
+        """The user these credentials prove, or None for anything not accepted."""
 
 
 class APIKeyBackend(BaseBackend):
