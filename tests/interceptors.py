@@ -3,6 +3,7 @@ starts, so that a test can wait until an RPC is in flight instead of sleeping.""
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Awaitable, Callable
 
 import grpc
@@ -14,5 +15,8 @@ class AnnounceRpcs(grpc.aio.ServerInterceptor):
         continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
         handler_call_details: grpc.HandlerCallDetails,
     ) -> grpc.RpcMethodHandler:
-        print(f"rpc started: {handler_call_details.method}", flush=True)
+        # One write of the whole line: print() writes the text and the newline apart,
+        # and with several workers on one pipe, two lines could run together.
+        sys.stdout.write(f"rpc started: {handler_call_details.method}\n")
+        sys.stdout.flush()
         return await continuation(handler_call_details)
