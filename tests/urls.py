@@ -5,6 +5,7 @@
 from __future__ import annotations
 
 import asyncio
+import sys
 
 from asgiref.sync import sync_to_async
 from django.http import HttpRequest, HttpResponse, JsonResponse
@@ -16,7 +17,8 @@ from tests import servicers
 async def slow(request: HttpRequest) -> HttpResponse:
     """Answer after ``s`` seconds. Prints a line when it starts, so a test can wait for it."""
     seconds = float(request.GET.get("s", "1"))
-    print(f"slow view started: {seconds}", flush=True)
+    sys.stdout.write(f"slow view started: {seconds}\n")  # one write: one whole line
+    sys.stdout.flush()
     await asyncio.sleep(seconds)
     return HttpResponse(f"slept {seconds}")
 
