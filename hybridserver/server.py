@@ -149,25 +149,31 @@ class HybridServer(uvicorn.Server):
             self._abort_task = asyncio.ensure_future(self.app.grpc.abort())
 
 
-def bind_http(config: Config) -> socket.socket:
-    """Bind the HTTP port before anything starts, so a busy port fails cleanly."""
+def bind_socket(name: str, host: str, port: int, *, reuse_port: bool = False) -> socket.socket:
+    """Bind (without listening) a TCP socket before anything starts, so that a busy port
+    or an unknown host is a one-line BindError naming the ``name`` ("HTTP", "gRPC") port."""
     try:
-        infos = socket.getaddrinfo(config.host, config.port, type=socket.SOCK_STREAM)
+        family, kind, proto, _, address = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0]
     except socket.gaierror as exc:
-        raise BindError(f"cannot resolve HTTP host {config.host!r}: {exc.strerror}") from None
-    family, kind, proto, _, address = infos[0]
+        raise BindError(f"cannot resolve {name} host {host!r}: {exc.strerror}") from None
     sock = socket.socket(family, kind, proto)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    if reuse_port:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
     try:
         sock.bind(address)
     except OSError as exc:
         sock.close()
         raise BindError(
-            f"cannot bind HTTP port {config.port} on {config.host}: "
-            f"{(exc.strerror or str(exc)).lower()}"
+            f"cannot bind {name} port {port} on {host}: {(exc.strerror or str(exc)).lower()}"
         ) from None
     sock.set_inheritable(True)
     return sock
+
+
+def bind_http(config: Config) -> socket.socket:
+    """The HTTP socket, bound before anything starts and handed to uvicorn."""
+    return bind_socket("HTTP", config.host, config.port)
 
 
 def run(config: Config) -> int:
@@ -177,16 +183,15 @@ def run(config: Config) -> int:
     sock = bind_http(config)
     reservation = None
     if config.workers > 1:
-        from hybridserver.workers import reserve_port
-
+        # The workers share the gRPC port (see hybridserver.workers): reserve it, which
+        # also turns port 0 into one real port for all of them.
         try:
-            reservation = reserve_port(config.effective_grpc_host, config.grpc_port)
-        except OSError as exc:
+            reservation = bind_socket(
+                "gRPC", config.effective_grpc_host, config.grpc_port, reuse_port=True
+            )
+        except BindError:
             sock.close()
-            raise BindError(
-                f"cannot bind gRPC port {config.grpc_port} on {config.effective_grpc_host}: "
-                f"{(exc.strerror or str(exc)).lower()}"
-            ) from None
+            raise
         config = dataclasses.replace(config, grpc_port=reservation.getsockname()[1])
     uv_config = UvicornConfig(
         config,

@@ -60,11 +60,6 @@ class Lease(Executor):
         self._requested = False
         self._released = False
 
-    @property
-    def used(self) -> bool:
-        """True once any sync call of this request has been submitted."""
-        return self._requested
-
     def submit(
         self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any
     ) -> Future[Any] | asyncio.Future[Any]:
@@ -114,9 +109,6 @@ class ThreadPool:
     def size(self) -> int:
         """Threads started so far."""
         return len(self._threads)
-
-    def lease(self) -> Lease:
-        return Lease(self)
 
     def request_context(self) -> RequestContext:
         """The ``ThreadSensitiveContext`` of one request or RPC, backed by a lease."""

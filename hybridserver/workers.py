@@ -122,17 +122,3 @@ class Supervisor:
         for worker in self.workers:
             if worker.pid is not None and worker.exitcode is None:
                 os.kill(worker.pid, sig)
-
-
-def reserve_port(host: str, port: int) -> socket.socket:
-    """Bind (without listening) a SO_REUSEPORT socket on the gRPC address, so that the
-    workers can share the port and port 0 becomes one real port for all of them."""
-    family, kind, proto, _, address = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0]
-    sock = socket.socket(family, kind, proto)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
-    try:
-        sock.bind(address)
-    except OSError:
-        sock.close()
-        raise
-    return sock
