@@ -26,6 +26,7 @@ condition each) that ``run_in_executor`` would then chain to an asyncio one.
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import logging
 import queue
 import threading
@@ -206,66 +207,33 @@ def _set_unless_done(
         setter(value)
 
 
-class _LeaseContext(ThreadSensitiveContext):
-    """``ThreadSensitiveContext(executor=lease)``, entered for every request and RPC.
-
-    asgiref's own ``__aenter__`` also hides, and ``__aexit__`` restores, the executor of
-    an enclosing ``async_to_sync`` call (``AsyncToSync.executors.current``), through an
-    ``asgiref.local.Local``: two locked copy-on-write updates that cost more than the
-    rest of entering and leaving together. A request served by the server has no such
-    executor, so there is nothing to hide; this skips the updates then, and otherwise
-    (a request run under ``async_to_sync``, as in some tests) defers to asgiref.
-    """
-
-    def enter_now(self) -> bool:
-        """Enter without suspending, unless asgiref's ``__aenter__`` is needed (then
-        return False and enter nothing)."""
-        if self.token is not None or self._exited or _inherited_executor() is not None:
-            return False
-        self.token = SyncToAsync.thread_sensitive_context.set(self)
-        SyncToAsync.context_to_thread_executor[self] = self._executor
-        return True
-
-    def exit_now(self) -> bool:
-        """Leave a context that :meth:`enter_now` entered; False if asgiref entered it."""
-        if self._old_executor is not None or self.token is None:
-            return False
-        SyncToAsync.context_to_thread_executor.pop(self, None)
-        SyncToAsync.thread_sensitive_context.reset(self.token)
-        self.token = None
-        self._exited = True
-        return True
-
-    async def __aenter__(self) -> ThreadSensitiveContext:
-        if self.enter_now():
-            return self
-        return await super().__aenter__()
-
-    async def __aexit__(self, exc: Any, value: Any, tb: Any) -> None:
-        if not self.exit_now():
-            await super().__aexit__(exc, value, tb)
-
-
 def _inherited_executor() -> Any:
     return getattr(AsyncToSync.executors, "current", None)
+
+
+#: True in the contexts :func:`prime_context` primed, and in every task copied from them.
+_PRIMED: contextvars.ContextVar[bool] = contextvars.ContextVar("hybridserver.primed")
 
 
 def prime_context() -> None:
     """Give the current context an explicit "no enclosing ``async_to_sync``".
 
-    asgiref reads ``AsyncToSync.executors.current`` on every ``sync_to_async`` call (and
-    :class:`_LeaseContext` on every request), always as ``getattr(..., None)``. When the
-    attribute is missing, the ``Local`` builds and raises an ``AttributeError`` each time,
-    which makes the read several times slower. Called once in the context that the
-    server's connections and tasks are created from, it sets the attribute to the value
-    asgiref already takes it to have, so that every request and RPC reads it cheaply.
+    asgiref reads ``AsyncToSync.executors.current`` on every ``sync_to_async`` call,
+    always as ``getattr(..., None)``. When the attribute is missing, the ``Local`` builds
+    and raises an ``AttributeError`` each time, which makes the read several times
+    slower. Called once in the context that the server's connections and tasks are
+    created from, it sets the attribute to the value asgiref already takes it to have,
+    so that every request and RPC reads it cheaply; and it marks the context, so that
+    entering a request's context need not read it at all (see
+    :meth:`RequestContext.enter`).
     """
     if _inherited_executor() is None:
         AsyncToSync.executors.current = None
+        _PRIMED.set(True)
 
 
 def _fast_context_supported() -> bool:
-    """Whether asgiref's ThreadSensitiveContext is the implementation _LeaseContext
+    """Whether asgiref's ThreadSensitiveContext is the implementation RequestContext
     knows (it reads and writes the same private attributes); if not, use asgiref's."""
     probe = ThreadSensitiveContext(executor=_NO_EXECUTOR)
     return all(
@@ -279,33 +247,61 @@ class _NoExecutor(Executor):
 
 _NO_EXECUTOR = _NoExecutor()
 _FAST = _fast_context_supported()
-_Context = _LeaseContext if _FAST else ThreadSensitiveContext
 
 
-class RequestContext:
+class RequestContext(ThreadSensitiveContext):
     """``async with pool.request_context():`` runs one request's sync code on one thread.
 
-    A class rather than ``@asynccontextmanager``: it wraps every request, and it must
-    exit without suspending when a streaming handler is closed with ``GeneratorExit``.
+    asgiref's ``ThreadSensitiveContext(executor=lease)``, entered for every request and
+    RPC, with a cheaper way in and out. asgiref's own ``__aenter__`` also hides, and
+    ``__aexit__`` restores, the executor of an enclosing ``async_to_sync`` call
+    (``AsyncToSync.executors.current``), through an ``asgiref.local.Local``: a locked
+    read and two locked copy-on-write updates that cost more than the rest of entering
+    and leaving together. A request the server started has no such executor (its
+    context is primed, :func:`prime_context`), so there is nothing to hide or to look
+    up. (Should code that an ``async_to_sync`` call runs from inside such a request
+    enter a request context, its sync calls keep to that call's waiting thread, as
+    in asgiref's contexts without an executor.) Elsewhere, or with an asgiref this
+    module does not know, asgiref's own methods run. Entering and leaving never
+    suspend: a streaming handler closed with ``GeneratorExit`` must be able to leave.
     """
-
-    __slots__ = ("_context", "lease")
 
     def __init__(self, pool: ThreadPool) -> None:
         self.lease = Lease(pool)
-        self._context = _Context(executor=self.lease)
+        super().__init__(executor=self.lease)
 
-    async def __aenter__(self) -> Lease:
-        context = self._context
-        if not (_FAST and context.enter_now()):  # type: ignore[attr-defined]
-            await context.__aenter__()
+    def enter(self) -> bool:
+        """Enter without suspending; False (nothing entered) if ``__aenter__`` must."""
+        if (
+            not _FAST
+            or self.token is not None
+            or self._exited
+            or not (_PRIMED.get(False) or _inherited_executor() is None)
+        ):
+            return False
+        self.token = SyncToAsync.thread_sensitive_context.set(self)
+        SyncToAsync.context_to_thread_executor[self] = self.lease
+        return True
+
+    def leave(self) -> bool:
+        """Leave what :meth:`enter` entered; False if ``__aenter__`` entered it."""
+        if self._old_executor is not None or self.token is None:
+            return False
+        SyncToAsync.context_to_thread_executor.pop(self, None)
+        SyncToAsync.thread_sensitive_context.reset(self.token)
+        self.token = None
+        self._exited = True
+        return True
+
+    async def __aenter__(self) -> Lease:  # type: ignore[override]
+        if not self.enter():
+            await super().__aenter__()
         return self.lease
 
     async def __aexit__(self, *exc_info: Any) -> None:
         try:
-            context = self._context
-            if not (_FAST and context.exit_now()):  # type: ignore[attr-defined]
-                await context.__aexit__(*exc_info)
+            if not self.leave():
+                await super().__aexit__(*exc_info)
         finally:
             self.lease.release()
 

@@ -92,15 +92,24 @@ async def _fail(exc: BaseException, context: grpc.aio.ServicerContext, method: s
     raise exc
 
 
+def _access_start(context: grpc.aio.ServicerContext) -> tuple[float, str] | None:
+    """When and from where the RPC began, if its access-log line will be written.
+
+    ``peer`` is read now: once the deadline has passed, grpc answers ''. With the access
+    log off (as under load, usually) nothing is read at all.
+    """
+    if access_logger.disabled or not access_logger.isEnabledFor(_INFO):
+        return None
+    return time.perf_counter(), context.peer()
+
+
 def _log_access(
     context: grpc.aio.ServicerContext,
-    peer: str,
     method: str,
-    start: float,
+    started: tuple[float, str] | None,
     exc: BaseException | None,
 ) -> None:
-    # ``peer`` is read when the RPC starts: once the deadline has passed, grpc answers ''.
-    if access_logger.disabled or not access_logger.isEnabledFor(_INFO):
+    if started is None:
         return
     code = context.code()
     if code is None:
@@ -111,6 +120,7 @@ def _log_access(
             code = grpc.StatusCode.DEADLINE_EXCEEDED if expired else grpc.StatusCode.CANCELLED
         else:
             code = grpc.StatusCode.UNKNOWN
+    start, peer = started
     access_logger.info(
         '%s - "GRPC %s" %s %s',
         format_peer(peer),
@@ -132,7 +142,7 @@ def _respond_once(
     if inspect.iscoroutinefunction(behavior):
 
         async def handler(request: Any, context: grpc.aio.ServicerContext) -> Any:
-            start, peer = time.perf_counter(), context.peer()
+            started = _access_start(context)
             failure = None
             try:
                 async with pool.request_context():
@@ -144,14 +154,14 @@ def _respond_once(
                 failure = exc
                 await _fail(exc, context, method)
             finally:
-                _log_access(context, peer, method, start, failure)
+                _log_access(context, method, started, failure)
 
         return handler
 
     run = sync_to_async(behavior)
 
     async def sync_handler(request: Any, context: grpc.aio.ServicerContext) -> Any:
-        start, peer = time.perf_counter(), context.peer()
+        started = _access_start(context)
         failure = None
         try:
             async with pool.request_context():
@@ -170,7 +180,7 @@ def _respond_once(
             failure = exc
             await _fail(exc, context, method)
         finally:
-            _log_access(context, peer, method, start, failure)
+            _log_access(context, method, started, failure)
 
     return sync_handler
 
@@ -186,7 +196,7 @@ def _respond_streaming(
     if inspect.isasyncgenfunction(behavior):
 
         async def handler(request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
-            start, peer = time.perf_counter(), context.peer()
+            started = _access_start(context)
             failure = None
             try:
                 async with pool.request_context():
@@ -202,7 +212,7 @@ def _respond_streaming(
                 failure = exc
                 await _fail(exc, context, method)
             finally:
-                _log_access(context, peer, method, start, failure)
+                _log_access(context, method, started, failure)
 
         return handler
 
@@ -210,7 +220,7 @@ def _respond_streaming(
     step = sync_to_async(next)
 
     async def sync_handler(request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
-        start, peer = time.perf_counter(), context.peer()
+        started = _access_start(context)
         failure = None
         try:
             async with pool.request_context() as lease:
@@ -235,7 +245,7 @@ def _respond_streaming(
             failure = exc
             await _fail(exc, context, method)
         finally:
-            _log_access(context, peer, method, start, failure)
+            _log_access(context, method, started, failure)
 
     return sync_handler
 
