@@ -27,11 +27,12 @@ SCENARIOS = {
     "orm": scenarios.orm,
     "streams": scenarios.streams,
     "auth": scenarios.auth,
+    "logging": scenarios.access_log,
     "peers": scenarios.peers,
     "lab": scenarios.lab,
 }
 #: Run by default; "lab" (the root-cause experiment) only when named.
-DEFAULT = ("echo", "http", "mixed", "orm", "streams", "auth", "peers")
+DEFAULT = ("echo", "http", "mixed", "orm", "streams", "auth", "logging", "peers")
 QUICK = ("echo", "http", "mixed")
 
 

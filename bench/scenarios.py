@@ -374,6 +374,33 @@ def auth(b: Bench) -> None:
             )
 
 
+def access_log(b: Bench) -> None:
+    """The access log on (a line per request and RPC, to a pipe the runner drains, as a
+    container runtime drains a server's output) against off, on the echo RPC and view."""
+    env = sqlite_env()
+    on = hybridserver("access log on", env, access_log=True)
+    off = hybridserver("access log off", env)
+    with servers(on, off):
+        got = b.compare(
+            [
+                ("grpc off", off, h2load(off)),
+                ("grpc on", on, h2load(on)),
+                ("http off", off, wrk(off)),
+                ("http on", on, wrk(on)),
+            ]
+        )
+    section = "access log: echo RPC and JSON view"
+    for proto, label in (("grpc", "gRPC echo"), ("http", "HTTP /bench/echo")):
+        off_load, on_load = got[f"{proto} off"][0], got[f"{proto} on"][0]
+        b.results.add(section, f"{label}: access log off", off_load)
+        b.results.add(
+            section,
+            f"{label}: access log on",
+            on_load,
+            note=f"{b.paired_ratio(f'{proto} on', f'{proto} off'):.0%} of off",
+        )
+
+
 _MAKE_KEY = """
 import django
 django.setup()

@@ -8,6 +8,7 @@ found free just before).
 
 from __future__ import annotations
 
+import collections
 import os
 import re
 import signal
@@ -67,7 +68,8 @@ class Server:
         self.check_http = check_http
         self.http_url = f"http://127.0.0.1:{http_port}" if http_port else ""
         self.grpc_target = f"127.0.0.1:{grpc_port}" if grpc_port else ""
-        self.lines: list[str] = []
+        # The last lines only: with the access log on, a server writes thousands a second.
+        self.lines: collections.deque[str] = collections.deque(maxlen=2000)
         self.process: subprocess.Popen[str] | None = None
 
     @property
@@ -77,7 +79,7 @@ class Server:
 
     @property
     def output(self) -> str:
-        return "\n".join(self.lines[-60:])
+        return "\n".join(list(self.lines)[-60:])
 
     def start(self, timeout: float = 90) -> Server:
         self.process = subprocess.Popen(
@@ -176,10 +178,13 @@ def bench_env(database_url: str, **extra: str) -> dict[str, str]:
     return env
 
 
-def hybridserver(name: str, env: Mapping[str, str], *args: str) -> Server:
-    """``hybridserver run project.asgi`` on free ports."""
+def hybridserver(
+    name: str, env: Mapping[str, str], *args: str, access_log: bool = False
+) -> Server:
+    """``hybridserver run project.asgi`` on free ports; the access log off unless asked."""
     command = [PYTHON, "-m", "hybridserver", "run", "project.asgi"]
-    command += ["--port", "0", "--grpc-port", "0", "--no-access-log", *args]
+    command += ["--port", "0", "--grpc-port", "0"]
+    command += ["--access-log" if access_log else "--no-access-log", *args]
     return Server(name, command, env, ready_line=HYBRID_READY, check_http="/bench/echo")
 
 
