@@ -35,9 +35,9 @@ import collections
 import time
 
 #: Loop iterations longer than this, on average, shrink the HTTP limit (seconds).
-TARGET_HIGH = 125e-6
+TARGET_HIGH = 140e-6
 #: Shorter than this, with requests waiting, grow it.
-TARGET_LOW = 75e-6
+TARGET_LOW = 90e-6
 #: How often the loop is probed while HTTP requests are in flight (seconds).
 PERIOD = 0.010
 #: Iterations timed per probe.
