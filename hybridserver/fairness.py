@@ -10,17 +10,18 @@ millisecond or more (each Django request adds a dozen thread hops for its middle
 so gRPC falls to a few hundred RPCs a second, and its latency grows with the number of
 RPCs waiting. BENCHMARKS.md has the measurements.
 
-What it does: HTTP admission control driven by the length of a loop iteration. While
-HTTP requests are in flight, a probe measures how long an iteration takes (a short chain
-of ``call_soon`` callbacks, every 10 ms). When iterations are longer than
+What it does: HTTP admission control driven by the length of a loop iteration, while
+gRPC has work. While HTTP requests are in flight, a probe measures how long an iteration
+takes (a short chain of ``call_soon`` callbacks, every 10 ms). When iterations are
+longer than
 ``TARGET_HIGH``, the number of HTTP requests let into Django at once is cut (down to
 ``MIN_LIMIT``); when they are shorter than ``TARGET_LOW`` and requests are waiting, it
 is raised again, one at a time. A request that waits does so before Django, holding no
 thread and no database connection, in arrival order. So:
 
 - an idle or I/O-bound loop has short iterations: no limit applies;
-- a loop kept busy by HTTP alone runs a few requests at a time, which is no slower (the
-  same CPU does the same work, with less switching between threads);
+- a loop kept busy by HTTP alone is not limited either: no RPC has started for
+  ``GRPC_IDLE`` seconds, so there is nothing to make room for (:class:`GrpcActivity`);
 - gRPC keeps enough iterations to make progress.
 
 A request that has been in flight for ``EXPIRY`` seconds (a long poll, a streamed
@@ -46,6 +47,8 @@ SAMPLES = 8
 MIN_LIMIT = 1
 #: Seconds after which a request no longer counts toward the limit.
 EXPIRY = 0.25
+#: With no RPC started for this long (seconds), gRPC is idle and HTTP is not limited.
+GRPC_IDLE = 0.25
 
 _UNLIMITED = 1 << 30
 
@@ -58,11 +61,30 @@ class _Ticket:
         self.active = True
 
 
-class HttpAdmission:
-    """``ticket = await admission.enter()`` before Django, ``admission.leave(ticket)``
-    after. Create it inside the running loop, or let ``enter()`` find the loop."""
+class GrpcActivity:
+    """What the gRPC side tells admission control: each RPC adds one to ``started``
+    when its handler begins (:mod:`hybridserver.grpc.handlers`). RPCs are counted as
+    they start, not while they last, so a stream left open and quiet (a health
+    ``Watch``) does not hold HTTP back."""
+
+    __slots__ = ("started",)
 
     def __init__(self) -> None:
+        self.started = 0
+
+
+class HttpAdmission:
+    """``ticket = await admission.enter()`` before Django, ``admission.leave(ticket)``
+    after. Create it inside the running loop, or let ``enter()`` find the loop.
+
+    ``grpc``: the activity of the gRPC server sharing the loop; HTTP is limited only
+    while RPCs keep starting. Without it, HTTP is limited whenever iterations are long.
+    """
+
+    def __init__(self, grpc: GrpcActivity | None = None) -> None:
+        self.grpc = grpc
+        self._grpc_seen = -1
+        self._grpc_seen_at = 0.0
         self.limit = _UNLIMITED
         self.in_flight = 0
         self._tickets: collections.deque[_Ticket] = collections.deque()
@@ -138,8 +160,19 @@ class HttpAdmission:
         assert self._loop is not None
         self._loop.call_later(PERIOD, self._probe)
 
+    def _grpc_idle(self) -> bool:
+        if self.grpc is None:
+            return False
+        now = time.monotonic()
+        if self.grpc.started != self._grpc_seen:
+            self._grpc_seen = self.grpc.started
+            self._grpc_seen_at = now
+        return now - self._grpc_seen_at >= GRPC_IDLE
+
     def _adjust(self, iteration: float) -> None:
-        if iteration > TARGET_HIGH:
+        if self._grpc_idle():
+            self.limit = _UNLIMITED
+        elif iteration > TARGET_HIGH:
             self.limit = max(MIN_LIMIT, min(self.limit, self.in_flight) * 3 // 4)
         elif iteration < TARGET_LOW and (self._waiters or self.in_flight >= self.limit):
             self.limit = min(_UNLIMITED, self.limit + 1)

@@ -19,7 +19,7 @@ from asgiref.sync import sync_to_async
 from asgiref.typing import ASGIApplication, ASGIReceiveCallable, ASGISendCallable, Scope
 
 from hybridserver.config import Config
-from hybridserver.fairness import HttpAdmission
+from hybridserver.fairness import GrpcActivity, HttpAdmission
 from hybridserver.grpc.server import GrpcServer, StartupError
 from hybridserver.threads import ThreadPool, prime_context
 
@@ -38,7 +38,7 @@ class HybridApp:
         prime_context()
         #: HTTP admission control that keeps gRPC served when HTTP saturates the loop
         #: (``LOOP_FAIRNESS``; see :mod:`hybridserver.fairness`).
-        self.admission = HttpAdmission() if config.loop_fairness else None
+        self.admission = HttpAdmission(GrpcActivity()) if config.loop_fairness else None
         self.grpc: GrpcServer | None = None
         self.shutting_down = False
         # When the grace period of a shutdown ends (loop time), once one has begun.
@@ -64,7 +64,8 @@ class HybridApp:
 
     async def startup(self) -> None:
         """Start the gRPC server. Raises StartupError with a one-line reason."""
-        self.grpc = GrpcServer(self.config, self.pool)
+        activity = self.admission.grpc if self.admission is not None else None
+        self.grpc = GrpcServer(self.config, self.pool, activity)
         await self.grpc.start()
 
     def begin_shutdown(self) -> None:

@@ -1,14 +1,17 @@
-"""HTTP admission control (``hybridserver.fairness``): no limit while the loop is idle,
-first come first served once there is one, and slow requests stop counting."""
+"""HTTP admission control (``hybridserver.fairness``): no limit while the loop is idle or
+gRPC is, first come first served once there is one, and slow requests stop counting."""
 
 from __future__ import annotations
 
 import asyncio
 
+import grpc
 import pytest
 
 from hybridserver import fairness
-from hybridserver.fairness import HttpAdmission
+from hybridserver.fairness import GrpcActivity, HttpAdmission
+from hybridserver.testing import LiveServer
+from project.catalog.grpc_gen.catalog.v1 import catalog_pb2, catalog_pb2_grpc
 
 
 @pytest.fixture(autouse=True)
@@ -93,3 +96,42 @@ async def test_a_slow_request_stops_counting(monkeypatch: pytest.MonkeyPatch) ->
     assert admission.in_flight == 1
     admission.leave(admitted)
     assert admission.in_flight == 0
+
+
+async def test_http_alone_is_not_limited(monkeypatch: pytest.MonkeyPatch) -> None:
+    activity = GrpcActivity()
+    admission = HttpAdmission(activity)
+    tickets = [await admission.enter() for _ in range(8)]
+    # Long iterations while RPCs are starting: HTTP makes room.
+    admission._adjust(iteration=10 * fairness.TARGET_HIGH)
+    assert admission.limit == 6
+    waiting = asyncio.create_task(admission.enter())
+    await asyncio.sleep(0)
+    assert not waiting.done()
+    # No RPC started for GRPC_IDLE: the same long iterations no longer limit HTTP, and
+    # the request that waited is let in.
+    monkeypatch.setattr(fairness, "GRPC_IDLE", 0.0)
+    admission._adjust(iteration=10 * fairness.TARGET_HIGH)
+    assert admission.limit > 1000
+    tickets.append(await asyncio.wait_for(waiting, 1))
+    # An RPC starts: the limit comes back at the next long iteration.
+    monkeypatch.setattr(fairness, "GRPC_IDLE", 3600.0)
+    activity.started += 1
+    admission._adjust(iteration=10 * fairness.TARGET_HIGH)
+    assert admission.limit == 9 * 3 // 4
+    for ticket in tickets:
+        admission.leave(ticket)
+
+
+async def test_every_rpc_start_is_counted() -> None:
+    async with LiveServer("project.asgi", loop_fairness=True) as live:
+        activity = live.app.admission.grpc
+        assert activity is not None
+        before = activity.started
+        async with grpc.aio.insecure_channel(live.grpc_target) as channel:
+            books = catalog_pb2_grpc.BookServiceStub(channel)
+            for _ in range(3):
+                # Without a key: refused, but started all the same.
+                with pytest.raises(grpc.aio.AioRpcError):
+                    await books.GetBook(catalog_pb2.GetBookRequest(id=1))
+        assert activity.started == before + 3

@@ -23,6 +23,7 @@ from asgiref.sync import async_to_sync, sync_to_async
 
 from hybridserver.auth.core import authenticate
 from hybridserver.auth.credentials import NO_CREDENTIALS, Credentials
+from hybridserver.fairness import GrpcActivity
 from hybridserver.grpc.context import ServicerContext, SyncAbort, SyncServicerContext
 from hybridserver.grpc.errors import INTERNAL_MESSAGE, status_for
 from hybridserver.logging import access_logger, format_peer
@@ -136,12 +137,15 @@ def _respond_once(
     pool: ThreadPool,
     request_streaming: bool,
     auth: bool,
+    activity: GrpcActivity | None,
 ) -> Callable[..., Any]:
     """unary_unary and stream_unary handlers; also response-streaming handlers written
     as ``async def`` coroutines that call ``await context.write()``."""
     if inspect.iscoroutinefunction(behavior):
 
         async def handler(request: Any, context: grpc.aio.ServicerContext) -> Any:
+            if activity is not None:
+                activity.started += 1
             started = _access_start(context)
             failure = None
             try:
@@ -161,6 +165,8 @@ def _respond_once(
     run = sync_to_async(behavior)
 
     async def sync_handler(request: Any, context: grpc.aio.ServicerContext) -> Any:
+        if activity is not None:
+            activity.started += 1
         started = _access_start(context)
         failure = None
         try:
@@ -191,11 +197,14 @@ def _respond_streaming(
     pool: ThreadPool,
     request_streaming: bool,
     auth: bool,
+    activity: GrpcActivity | None,
 ) -> Callable[..., AsyncIterator[Any]]:
     """unary_stream and stream_stream handlers written as generators, async or sync."""
     if inspect.isasyncgenfunction(behavior):
 
         async def handler(request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
+            if activity is not None:
+                activity.started += 1
             started = _access_start(context)
             failure = None
             try:
@@ -220,6 +229,8 @@ def _respond_streaming(
     step = sync_to_async(next)
 
     async def sync_handler(request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
+        if activity is not None:
+            activity.started += 1
         started = _access_start(context)
         failure = None
         try:
@@ -274,16 +285,26 @@ _FACTORIES = {
 
 
 def adapt_handler(
-    handler: grpc.RpcMethodHandler, method: str, pool: ThreadPool, *, auth: bool = True
+    handler: grpc.RpcMethodHandler,
+    method: str,
+    pool: ThreadPool,
+    *,
+    auth: bool = True,
+    activity: GrpcActivity | None = None,
 ) -> grpc.RpcMethodHandler:
     """The same method handler, run the hybridserver way. ``auth``: set ``context.user``
-    from the RPC's credentials (``GRPC_AUTH``); otherwise it is always anonymous."""
+    from the RPC's credentials (``GRPC_AUTH``); otherwise it is always anonymous.
+    ``activity``: counts the RPCs started, for HTTP admission control."""
     kind, factory = _FACTORIES[(handler.request_streaming, handler.response_streaming)]
     behavior = getattr(handler, kind)
     if handler.response_streaming and not inspect.iscoroutinefunction(behavior):
-        wrapped = _respond_streaming(behavior, method, pool, handler.request_streaming, auth)
+        wrapped = _respond_streaming(
+            behavior, method, pool, handler.request_streaming, auth, activity
+        )
     else:
-        wrapped = _respond_once(behavior, method, pool, handler.request_streaming, auth)
+        wrapped = _respond_once(
+            behavior, method, pool, handler.request_streaming, auth, activity
+        )
     return factory(
         wrapped,
         request_deserializer=handler.request_deserializer,
