@@ -204,8 +204,9 @@ SETTINGS: dict[str, Setting] = {
             "LOOP_FAIRNESS",
             True,
             _bool,
-            "When HTTP keeps the shared event loop busy, let fewer HTTP requests into "
-            "Django at once, so that gRPC keeps its share of the loop.",
+            "When HTTP keeps the shared event loop busy while RPCs are arriving, let "
+            "fewer HTTP requests into Django at once, so that gRPC keeps its share of "
+            "the loop.",
             flag=True,
         ),
         Setting(
