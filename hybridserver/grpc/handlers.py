@@ -93,12 +93,17 @@ async def _fail(exc: BaseException, context: grpc.aio.ServicerContext, method: s
     raise exc
 
 
-def _access_start(context: grpc.aio.ServicerContext) -> tuple[float, str] | None:
-    """When and from where the RPC began, if its access-log line will be written.
+def _begin(
+    context: grpc.aio.ServicerContext, activity: GrpcActivity | None
+) -> tuple[float, str] | None:
+    """The start of every RPC: counted for HTTP admission control (``activity``), and,
+    if its access-log line will be written, when and from where it began.
 
     ``peer`` is read now: once the deadline has passed, grpc answers ''. With the access
     log off (as under load, usually) nothing is read at all.
     """
+    if activity is not None:
+        activity.started += 1
     if access_logger.disabled or not access_logger.isEnabledFor(_INFO):
         return None
     return time.perf_counter(), context.peer()
@@ -144,9 +149,7 @@ def _respond_once(
     if inspect.iscoroutinefunction(behavior):
 
         async def handler(request: Any, context: grpc.aio.ServicerContext) -> Any:
-            if activity is not None:
-                activity.started += 1
-            started = _access_start(context)
+            started = _begin(context, activity)
             failure = None
             try:
                 async with pool.request_context():
@@ -165,9 +168,7 @@ def _respond_once(
     run = sync_to_async(behavior)
 
     async def sync_handler(request: Any, context: grpc.aio.ServicerContext) -> Any:
-        if activity is not None:
-            activity.started += 1
-        started = _access_start(context)
+        started = _begin(context, activity)
         failure = None
         try:
             async with pool.request_context():
@@ -203,9 +204,7 @@ def _respond_streaming(
     if inspect.isasyncgenfunction(behavior):
 
         async def handler(request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
-            if activity is not None:
-                activity.started += 1
-            started = _access_start(context)
+            started = _begin(context, activity)
             failure = None
             try:
                 async with pool.request_context():
@@ -229,9 +228,7 @@ def _respond_streaming(
     step = sync_to_async(next)
 
     async def sync_handler(request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
-        if activity is not None:
-            activity.started += 1
-        started = _access_start(context)
+        started = _begin(context, activity)
         failure = None
         try:
             async with pool.request_context() as lease:

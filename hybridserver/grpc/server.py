@@ -94,15 +94,12 @@ class ServicerRegistry:
         self,
         server: grpc.aio.Server,
         pool: ThreadPool,
+        table: MethodTable,
         *,
         auth: bool = True,
         activity: GrpcActivity | None = None,
-        table: MethodTable | None = None,
     ) -> None:
         self._server = server
-        if table is None:
-            table = MethodTable()
-            server.add_generic_rpc_handlers((table,))
         self._table = table
         self._pool = pool
         self._auth = auth
@@ -201,7 +198,7 @@ class GrpcServer:
         self.table = table = MethodTable()
         server.add_generic_rpc_handlers((table,))
         registry = ServicerRegistry(
-            server, self.pool, auth=config.grpc_auth, activity=self.activity, table=table
+            server, self.pool, table, auth=config.grpc_auth, activity=self.activity
         )
         for path in config.grpc_servicers:
             register = _load(path, "GRPC_SERVICERS")
