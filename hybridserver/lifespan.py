@@ -40,7 +40,6 @@ class HybridApp:
         #: (``LOOP_FAIRNESS``; see :mod:`hybridserver.fairness`).
         self.admission = HttpAdmission(GrpcActivity()) if config.loop_fairness else None
         self.grpc: GrpcServer | None = None
-        self.shutting_down = False
         # When the grace period of a shutdown ends (loop time), once one has begun.
         self._deadline: float | None = None
 
@@ -62,6 +61,10 @@ class HybridApp:
             async with self.pool.request_context():
                 await self.app(scope, receive, send)
 
+    @property
+    def shutting_down(self) -> bool:
+        return self._deadline is not None
+
     async def startup(self) -> None:
         """Start the gRPC server. Raises StartupError with a one-line reason."""
         activity = self.admission.grpc if self.admission is not None else None
@@ -72,7 +75,6 @@ class HybridApp:
         """First signal: stop taking new work on both protocols, now. Idempotent."""
         if self._deadline is None:
             self._deadline = asyncio.get_running_loop().time() + self.config.graceful_timeout
-        self.shutting_down = True
         if self.grpc is not None:
             self.grpc.begin_shutdown()
 
@@ -145,5 +147,6 @@ def _close_main_thread_connections() -> None:
     # connection only gives it back to the pool: close the pools too, so that a server
     # stopped inside a process that goes on (LiveServer) leaves no connection behind.
     for connection in connections.all():
-        if connection.settings_dict.get("OPTIONS", {}).get("pool"):
-            connection.close_pool()
+        close_pool = getattr(connection, "close_pool", None)  # backends with a pool
+        if close_pool is not None:
+            close_pool()  # does nothing without OPTIONS["pool"]

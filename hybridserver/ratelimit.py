@@ -45,7 +45,7 @@ from django.http import JsonResponse
 
 from hybridserver._decorators import Call, auser_of, guard, user_of
 from hybridserver.auth.credentials import Credentials
-from hybridserver.auth.keys import key_prefix
+from hybridserver.auth.keys import hash_key, key_prefix
 from hybridserver.conf import hybrid_setting
 
 __all__ = ["ratelimit"]
@@ -259,4 +259,4 @@ def _api_key(call: Call, user: Any) -> str:
     if token is None:  # authenticated otherwise, e.g. by a session
         return f"user:{user.pk}"
     prefix = key_prefix(token)
-    return f"api_key:{prefix}" if prefix else f"token:{hashlib.sha256(token.encode()).hexdigest()}"
+    return f"api_key:{prefix}" if prefix else f"token:{hash_key(token)}"

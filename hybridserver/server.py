@@ -214,6 +214,11 @@ def run(config: Config) -> int:
         sock.close()
         if reservation is not None:
             reservation.close()
+    return exit_status(server)
+
+
+def exit_status(server: HybridServer) -> int:
+    """The exit status of a process whose server has stopped."""
     if server.force_exit:
         return EXIT_FORCED
     return EXIT_OK if server.started else EXIT_STARTUP_FAILED

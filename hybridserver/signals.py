@@ -48,6 +48,7 @@ an unobserved signal costs next to nothing per RPC.
 
 from __future__ import annotations
 
+import contextlib
 from typing import Any
 
 import grpc
@@ -100,20 +101,12 @@ class _RpcSignals:
             await grpc_request_finished.asend_robust(_sender(), **self._arguments)
 
 
-class _NoSignals:
-    __slots__ = ()
-
-    async def __aenter__(self) -> None:
-        return None
-
-    async def __aexit__(self, *exc_info: Any) -> None:
-        return None
+_NO_SIGNALS: contextlib.nullcontext[None] = contextlib.nullcontext()
 
 
-_NO_SIGNALS = _NoSignals()
-
-
-def rpc_signals(method: str, request: Any, context: Any) -> _RpcSignals | _NoSignals:
+def rpc_signals(
+    method: str, request: Any, context: Any
+) -> _RpcSignals | contextlib.nullcontext[None]:
     """What hybridserver's handlers wrap each servicer method call in:
     ``async with rpc_signals(method, request, context): ...``.
 

@@ -28,15 +28,14 @@ SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
 
 def _worker(config: Any, sockets: list[socket.socket]) -> None:
-    from hybridserver.server import EXIT_FORCED, EXIT_STARTUP_FAILED, HybridServer
+    from hybridserver.server import EXIT_OK, HybridServer, exit_status
 
     config.configure_logging()
     server = HybridServer(config)
     server.run(sockets=sockets)
-    if server.force_exit:
-        os._exit(EXIT_FORCED)
-    if not server.started:
-        os._exit(EXIT_STARTUP_FAILED)
+    status = exit_status(server)
+    if status != EXIT_OK:
+        os._exit(status)
 
 
 class Supervisor:

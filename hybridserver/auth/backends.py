@@ -20,7 +20,7 @@ from django.utils.crypto import constant_time_compare
 from hybridserver.auth.credentials import Credentials
 from hybridserver.auth.keys import hash_key, key_prefix
 from hybridserver.auth.models import APIKey
-from hybridserver.auth.tokens import read_token
+from hybridserver.auth.tokens import password_digest, read_token
 from hybridserver.conf import hybrid_setting
 
 # Only prefixes are ever logged: they are not secrets (the admin shows them).
@@ -78,6 +78,6 @@ class SignedTokenBackend(BaseBackend):
             user = await User._default_manager.aget(pk=pk)
         except (User.DoesNotExist, ValueError, TypeError):
             return None
-        if not constant_time_compare(user.get_session_auth_hash()[:16], digest):
+        if not constant_time_compare(password_digest(user), digest):
             return None
         return user

@@ -27,8 +27,6 @@ async def authenticate(credentials: Credentials) -> Any:
     Without a token this is free: no backend runs, no query, no thread. A backend that
     raises ``PermissionDenied`` stops the search, as in ``django.contrib.auth``.
     """
-    from django.contrib.auth.models import AnonymousUser
-
     if credentials:
         for backend in get_backends():
             try:
@@ -37,4 +35,18 @@ async def authenticate(credentials: Credentials) -> Any:
                 break
             if user is not None and getattr(user, "is_active", True):
                 return user
-    return AnonymousUser()
+    return anonymous_user()
+
+
+def anonymous_user() -> Any:
+    """A new ``AnonymousUser``: what every request without credentials gets, on both
+    protocols. (Imported on first use: this module loads before Django's apps.)"""
+    global _AnonymousUser
+    if _AnonymousUser is None:
+        from django.contrib.auth.models import AnonymousUser
+
+        _AnonymousUser = AnonymousUser
+    return _AnonymousUser()
+
+
+_AnonymousUser: Any = None

@@ -9,6 +9,7 @@ repr never shows a value, so a ``Credentials`` in a traceback or a log leaks not
 from __future__ import annotations
 
 import dataclasses
+import functools
 from collections.abc import Iterable, Mapping
 from types import MappingProxyType
 from typing import Any
@@ -56,7 +57,7 @@ class Credentials:
         """From gRPC invocation metadata (``context.invocation_metadata()``)."""
         return cls.from_pairs(metadata or ())
 
-    @property
+    @functools.cached_property
     def token(self) -> str | None:
         """The bearer token of ``Authorization: Bearer``, else the ``X-API-Key`` value."""
         scheme, _, token = self.headers.get("authorization", "").strip().partition(" ")

@@ -17,10 +17,15 @@ from django.core import signing
 SALT = "hybridserver.auth.tokens"
 
 
+def password_digest(user: Any) -> str:
+    """What a token carries of the user's password: a prefix of the session hash (an
+    HMAC of the password hash), which ends every token when the password changes, as it
+    ends every session."""
+    return user.get_session_auth_hash()[:16]
+
+
 def token_payload(user: Any) -> list[Any]:
-    # The session hash (an HMAC of the password hash) ends every token when the
-    # password changes, as it ends every session.
-    return [user.pk, user.get_session_auth_hash()[:16]]
+    return [user.pk, password_digest(user)]
 
 
 def make_token(user: Any) -> str:

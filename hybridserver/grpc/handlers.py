@@ -21,7 +21,7 @@ from typing import Any, NoReturn
 import grpc
 from asgiref.sync import async_to_sync, sync_to_async
 
-from hybridserver.auth.core import authenticate
+from hybridserver.auth.core import anonymous_user, authenticate
 from hybridserver.auth.credentials import NO_CREDENTIALS, Credentials
 from hybridserver.fairness import GrpcActivity
 from hybridserver.grpc.context import ServicerContext, SyncAbort, SyncServicerContext
@@ -61,22 +61,10 @@ async def _user(context: grpc.aio.ServicerContext, auth: bool) -> Any:
         Credentials.from_metadata(context.invocation_metadata()) if auth else NO_CREDENTIALS
     )
     if credentials is NO_CREDENTIALS:
-        # What authenticate() answers without credentials, minus its coroutine and lazy
-        # import: most RPCs take this path, and it is on every one of them.
-        return _anonymous_user()
+        # What authenticate() answers without credentials, minus its coroutine: most
+        # RPCs take this path, and it is on every one of them.
+        return anonymous_user()
     return await authenticate(credentials)
-
-
-def _anonymous_user() -> Any:
-    global _AnonymousUser
-    if _AnonymousUser is None:
-        from django.contrib.auth.models import AnonymousUser
-
-        _AnonymousUser = AnonymousUser
-    return _AnonymousUser()
-
-
-_AnonymousUser: Any = None
 
 
 async def _fail(exc: BaseException, context: grpc.aio.ServicerContext, method: str) -> NoReturn:

@@ -173,7 +173,7 @@ class GrpcServer:
         self.server: grpc.aio.Server | None = None
         self.health: HealthServicer | None = None
         self.service_names: list[str] = []
-        #: Every registered method, adapted (see MethodTable); filled by start().
+        #: Every registered method (see MethodTable); filled by start().
         self.table = MethodTable()
         self.port: int | None = None
         self._stopping: asyncio.Future[None] | None = None
@@ -195,7 +195,7 @@ class GrpcServer:
             options=self._options(),
             maximum_concurrent_rpcs=config.grpc_max_concurrent_rpcs,
         )
-        self.table = table = MethodTable()
+        table = self.table
         server.add_generic_rpc_handlers((table,))
         registry = ServicerRegistry(
             server, self.pool, table, auth=config.grpc_auth, activity=self.activity
