@@ -111,3 +111,32 @@ async def test_book_service_create_invalid_writes_nothing(channel, errors, auth_
     )
     assert [book async for book in listed] == []
     assert errors.records == []
+
+
+# Bytes that no protobuf parser accepts: field 1 with a length running past the end.
+UNPARSABLE = b"\x0a\xff\xff\xff\x0f"
+
+
+async def test_an_unparsable_request_message_is_invalid_argument(channel, errors):
+    get_book = channel.unary_unary("/catalog.v1.BookService/GetBook")
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        await get_book(UNPARSABLE, timeout=TIMEOUT)
+    assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert caught.value.details() == "The request message could not be parsed."
+    assert errors.records == []
+
+
+async def test_an_unparsable_streamed_message_is_invalid_argument(channel, errors, auth_metadata):
+    title = f"never-{uuid.uuid4().hex[:8]}"
+    valid = catalog_pb2.CreateBookRequest(title=title, author="a").SerializeToString()
+    create_books = channel.stream_unary("/catalog.v1.BookService/CreateBooks")
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        await create_books(iter([valid, UNPARSABLE]), metadata=auth_metadata, timeout=TIMEOUT)
+    assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert caught.value.details() == "The request message could not be parsed."
+    assert errors.records == []
+    # Nothing of the batch was written.
+    books = catalog_pb2_grpc.BookServiceStub(channel)
+    listing = books.ListBooks(catalog_pb2.ListBooksRequest(), metadata=auth_metadata)
+    listed = [book async for book in listing]
+    assert title not in {book.title for book in listed}

@@ -15,6 +15,16 @@ from django.http import Http404
 from hybridserver.auth.exceptions import NotAuthenticated
 
 INTERNAL_MESSAGE = "Internal server error"
+UNDECODABLE_MESSAGE = "The request message could not be parsed."
+
+
+class UndecodableRequest(BadRequest):
+    """A request message that its deserializer could not parse: the client's fault, so
+    INVALID_ARGUMENT, where grpc itself would answer UNKNOWN with the parser's
+    exception in the details."""
+
+    def __init__(self) -> None:
+        super().__init__(UNDECODABLE_MESSAGE)
 
 
 def _validation_message(exc: ValidationError) -> str:
@@ -40,6 +50,8 @@ def status_for(exc: BaseException) -> tuple[grpc.StatusCode, str] | None:
         return grpc.StatusCode.PERMISSION_DENIED, str(exc) or "Permission denied."
     if isinstance(exc, ValidationError):
         return grpc.StatusCode.INVALID_ARGUMENT, _validation_message(exc)
+    if isinstance(exc, UndecodableRequest):
+        return grpc.StatusCode.INVALID_ARGUMENT, UNDECODABLE_MESSAGE
     if isinstance(exc, SuspiciousOperation | BadRequest):
         # Django answers 400 and keeps the reason in its log: so do we.
         return grpc.StatusCode.INVALID_ARGUMENT, "Bad request."

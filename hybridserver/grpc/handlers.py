@@ -25,7 +25,7 @@ from hybridserver.auth.core import anonymous_user, authenticate
 from hybridserver.auth.credentials import NO_CREDENTIALS, Credentials
 from hybridserver.fairness import GrpcActivity
 from hybridserver.grpc.context import ServicerContext, SyncAbort, SyncServicerContext
-from hybridserver.grpc.errors import INTERNAL_MESSAGE, status_for
+from hybridserver.grpc.errors import INTERNAL_MESSAGE, UndecodableRequest, status_for
 from hybridserver.logging import access_logger, format_peer
 from hybridserver.signals import rpc_signals
 from hybridserver.threads import Lease, ThreadPool
@@ -79,6 +79,41 @@ async def _fail(exc: BaseException, context: grpc.aio.ServicerContext, method: s
             status = (grpc.StatusCode.INTERNAL, INTERNAL_MESSAGE)
         await context.abort(*status)
     raise exc
+
+
+class _Undecodable:
+    """What a request message its deserializer could not parse becomes, for a method
+    with one request message (grpc parses it before the handler runs, and answers
+    UNKNOWN for an exception there)."""
+
+    __slots__ = ()
+
+
+_UNDECODABLE = _Undecodable()
+
+
+def _check_decoded(request: Any) -> None:
+    if request is _UNDECODABLE:
+        raise UndecodableRequest
+
+
+def _deserializer(
+    deserialize: Callable[[bytes], Any] | None, request_streaming: bool
+) -> Callable[[bytes], Any] | None:
+    """``deserialize``, with a message it cannot parse answered INVALID_ARGUMENT. A
+    streamed request message raises in the handler's loop over the stream."""
+    if deserialize is None:
+        return None
+
+    def deserializer(data: bytes) -> Any:
+        try:
+            return deserialize(data)
+        except Exception:
+            if request_streaming:
+                raise UndecodableRequest from None
+            return _UNDECODABLE
+
+    return deserializer
 
 
 def _begin(
@@ -140,6 +175,7 @@ def _respond_once(
             started = _begin(context, activity)
             failure = None
             try:
+                _check_decoded(request)
                 async with pool.request_context():
                     user = await _user(context, auth)
                     servicer_context = ServicerContext(context, method, user)
@@ -159,6 +195,7 @@ def _respond_once(
         started = _begin(context, activity)
         failure = None
         try:
+            _check_decoded(request)
             async with pool.request_context():
                 if request_streaming:
                     request = SyncRequestIterator(request)
@@ -195,6 +232,7 @@ def _respond_streaming(
             started = _begin(context, activity)
             failure = None
             try:
+                _check_decoded(request)
                 async with pool.request_context():
                     user = await _user(context, auth)
                     servicer_context = ServicerContext(context, method, user)
@@ -219,6 +257,7 @@ def _respond_streaming(
         started = _begin(context, activity)
         failure = None
         try:
+            _check_decoded(request)
             async with pool.request_context() as lease:
                 if request_streaming:
                     request = SyncRequestIterator(request)
@@ -292,6 +331,8 @@ def adapt_handler(
         )
     return factory(
         wrapped,
-        request_deserializer=handler.request_deserializer,
+        request_deserializer=_deserializer(
+            handler.request_deserializer, handler.request_streaming
+        ),
         response_serializer=handler.response_serializer,
     )
