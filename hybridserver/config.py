@@ -352,8 +352,13 @@ class Config:
                 hint = suggest(name)
                 raise ConfigError(name, f"HYBRIDSERVER[{name!r}]", "unknown setting. " + hint)
             values[name] = parse_setting(name, value, f"HYBRIDSERVER[{name!r}]")
+        # A flag given on the command line hides its variable, as click does for
+        # uvicorn's UVICORN_* ones: a bad value there cannot stop a corrected run.
+        flagged = {name for name, value in flags.items() if value is not None}
         for setting in SETTINGS.values():
-            if setting.flag and environ.get(setting.env, "") != "":
+            if setting.name in flagged or not setting.flag:
+                continue
+            if environ.get(setting.env, "") != "":
                 values[setting.name] = parse_setting(
                     setting.name, environ[setting.env], setting.env
                 )

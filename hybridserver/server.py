@@ -193,6 +193,15 @@ def run(config: Config) -> int:
             sock.close()
             raise
         config = dataclasses.replace(config, grpc_port=reservation.getsockname()[1])
+    elif config.grpc_port:
+        # grpc binds its port itself, at startup. A port already taken is found here
+        # first, so that it is the same one-line error as a busy HTTP port; taken in
+        # the moment between, it is still reported, by the failed startup.
+        try:
+            bind_socket("gRPC", config.effective_grpc_host, config.grpc_port).close()
+        except BindError:
+            sock.close()
+            raise
     uv_config = UvicornConfig(
         config,
         reload=config.reload,

@@ -61,6 +61,8 @@ def test_defaults() -> None:
         ({}, {}, {"GRPC_PORT": 3}, 3),
         # An empty variable is unset, as for uvicorn's UVICORN_* variables.
         ({"GRPC_PORT": 1}, {"HYBRIDSERVER_GRPC_PORT": ""}, {}, 1),
+        # A flag hides its variable, whatever the variable holds (as with click).
+        ({}, {"HYBRIDSERVER_GRPC_PORT": "abc"}, {"GRPC_PORT": 3}, 3),
     ],
 )
 def test_precedence(settings: dict, environ: dict, flags: dict, expected: int) -> None:

@@ -69,10 +69,11 @@ def test_busy_grpc_port() -> None:
     http_port = free_port()
     with listening() as grpc_port:
         result = run_command("run", APP, "--port", str(http_port), "--grpc-port", str(grpc_port))
-    assert result.returncode != 0
-    message = f"cannot bind gRPC port {grpc_port} on 127.0.0.1: address already in use"
-    assert [line for line in result.stderr.splitlines() if message in line], result.stderr
-    assert "hybridserver ready" not in result.stderr + result.stdout
+    assert result.returncode == 1
+    assert error_lines(result.stderr) == [
+        f"hybridserver: error: cannot bind gRPC port {grpc_port} on 127.0.0.1: address already in use"
+    ], result.stderr
+    assert "Started server process" not in result.stderr + result.stdout
     assert_free(http_port)
 
 
