@@ -70,6 +70,12 @@ class Bench:
             for name, rounds in runs.items()
         }
 
+    def round_shares(self, a: str, job: int, b: str) -> list[float]:
+        """Round by round, job ``job`` of ``a`` as a share of ``b``'s first job: how far
+        the single rounds behind a median spread."""
+        pairs = zip(self.last_runs[a], self.last_runs[b], strict=True)
+        return [x[job].rps / y[0].rps for x, y in pairs if y[0].rps]
+
     def paired_ratio(self, a: str, b: str, job: int = 0) -> float:
         """The median over rounds of a/b throughput, each round's pair run back to back:
         steadier than the ratio of medians while the machine's load drifts."""
@@ -112,6 +118,13 @@ def both(*factories):
 def servers(*servers: Server) -> Iterator[list[Server]]:
     with ExitStack() as stack:
         yield [stack.enter_context(server) for server in servers]
+
+
+def spread(shares: Sequence[float]) -> str:
+    """``rounds 37-43%``: the lowest and highest of per-round shares."""
+    if not shares:
+        return "no rounds"
+    return f"rounds {min(shares) * 100:.0f}-{max(shares) * 100:.0f}%"
 
 
 def ratio(a: Load, b: Load) -> float:
@@ -185,25 +198,30 @@ def mixed(b: Bench) -> None:
         name = server.name
         grpc_solo, http_solo = got[f"{name}: gRPC"][0], got[f"{name}: HTTP"][0]
         http_mixed, grpc_mixed = got[f"{name}: mixed"]
+        # The mixed job list is (wrk, h2load): HTTP is job 0, gRPC job 1.
+        grpc_rounds = b.round_shares(f"{name}: mixed", 1, f"{name}: gRPC")
+        http_rounds = b.round_shares(f"{name}: mixed", 0, f"{name}: HTTP")
         b.results.add(section, f"{name}, gRPC alone", grpc_solo)
         b.results.add(section, f"{name}, HTTP alone", http_solo)
         b.results.add(
             section,
             f"{name}, gRPC mixed",
             grpc_mixed,
-            note=f"{ratio(grpc_mixed, grpc_solo):.0%} of alone; p99 "
-            f"{grpc_mixed.p99_ms / grpc_solo.p99_ms:.1f}x",
+            note=f"{ratio(grpc_mixed, grpc_solo):.0%} of alone ({spread(grpc_rounds)}); "
+            f"p99 {grpc_mixed.p99_ms / grpc_solo.p99_ms:.1f}x",
         )
         b.results.add(
             section,
             f"{name}, HTTP mixed",
             http_mixed,
-            note=f"{ratio(http_mixed, http_solo):.0%} of alone",
+            note=f"{ratio(http_mixed, http_solo):.0%} of alone ({spread(http_rounds)})",
         )
         b.results.settings.setdefault("mixed", {})[name] = {
             "grpc_share": ratio(grpc_mixed, grpc_solo),
             "http_share": ratio(http_mixed, http_solo),
             "grpc_p99_ratio": grpc_mixed.p99_ms / grpc_solo.p99_ms,
+            "grpc_share_rounds": grpc_rounds,
+            "http_share_rounds": http_rounds,
         }
         if server is on:
             r = b.results
