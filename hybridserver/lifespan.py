@@ -40,6 +40,8 @@ class HybridApp:
         #: (``LOOP_FAIRNESS``; see :mod:`hybridserver.fairness`).
         self.admission = HttpAdmission(GrpcActivity()) if config.loop_fairness else None
         self.grpc: GrpcServer | None = None
+        #: Why the lifespan startup failed, as uvicorn was told; None if it did not.
+        self.startup_failure: str | None = None
         # When the grace period of a shutdown ends (loop time), once one has begun.
         self._deadline: float | None = None
 
@@ -98,13 +100,12 @@ class HybridApp:
         try:
             await self.startup()
         except StartupError as exc:
-            await send({"type": "lifespan.startup.failed", "message": str(exc)})
-            return
+            self.startup_failure = str(exc)
         except Exception as exc:
             logger.exception("gRPC server failed to start")
-            await send(
-                {"type": "lifespan.startup.failed", "message": f"{type(exc).__name__}: {exc}"}
-            )
+            self.startup_failure = f"{type(exc).__name__}: {exc}"
+        if self.startup_failure is not None:
+            await send({"type": "lifespan.startup.failed", "message": self.startup_failure})
             return
         await send({"type": "lifespan.startup.complete"})
 

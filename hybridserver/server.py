@@ -80,6 +80,8 @@ class HybridServer(uvicorn.Server):
         #: Set once both ports are bound and the ready line is logged.
         self.ready = asyncio.Event()
         self._handle_signals = handle_signals
+        #: The exit status uvicorn gave a failed startup.
+        self.startup_exit = EXIT_STARTUP_FAILED
         self._loop: asyncio.AbstractEventLoop | None = None
 
     @property
@@ -91,7 +93,15 @@ class HybridServer(uvicorn.Server):
         await super().serve(sockets)
 
     async def startup(self, sockets: list[socket.socket] | None = None) -> None:
-        await super().startup(sockets)
+        try:
+            await super().startup(sockets)
+        except SystemExit as exc:
+            # uvicorn leaves a failed startup with sys.exit(), which, raised inside the
+            # loop, would escape every caller: an in-process server's test as well. Stop
+            # here instead; exit_status() gives the process the same code.
+            self.should_exit = True
+            self.startup_exit = exc.code if isinstance(exc.code, int) else EXIT_STARTUP_FAILED
+            return
         if self.should_exit or not self.started:
             return
         hybrid = self.config.hybrid
@@ -230,4 +240,4 @@ def exit_status(server: HybridServer) -> int:
     """The exit status of a process whose server has stopped."""
     if server.force_exit:
         return EXIT_FORCED
-    return EXIT_OK if server.started else EXIT_STARTUP_FAILED
+    return EXIT_OK if server.started else server.startup_exit

@@ -71,8 +71,9 @@ class LiveServer:
         if not self.server.ready.is_set():
             ready.cancel()
             sock.close()
-            await self._task  # re-raises why startup failed
-            raise RuntimeError("hybridserver stopped before it was ready")
+            await self._task  # re-raises an unexpected error
+            reason = self.server.app.startup_failure or "see the log"
+            raise RuntimeError(f"hybridserver did not start: {reason}")
         self._sock = sock
         return self
 

@@ -13,7 +13,7 @@ import httpx
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from hybridserver.testing import ServerProcess
+from hybridserver.testing import LiveServer, ServerProcess
 from tests.conftest import method
 from tests.processes import (
     assert_free,
@@ -75,6 +75,18 @@ def test_busy_grpc_port() -> None:
     ], result.stderr
     assert "Started server process" not in result.stderr + result.stdout
     assert_free(http_port)
+
+
+async def test_grpc_port_taken_after_the_check_fails_the_startup(caplog) -> None:
+    # `run` looks at the gRPC port before starting; a port taken after that look (here:
+    # an in-process server, which has no such look) is reported by the startup itself.
+    with listening() as grpc_port:
+        with pytest.raises(RuntimeError) as raised:
+            async with LiveServer(grpc_port=grpc_port):
+                pass
+    message = f"cannot bind gRPC port {grpc_port} on 127.0.0.1: address already in use"
+    assert str(raised.value) == f"hybridserver did not start: {message}"
+    assert message in caplog.text
 
 
 @pytest.mark.parametrize("protocol", ["HTTP", "gRPC"])
