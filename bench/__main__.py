@@ -24,6 +24,7 @@ SCENARIOS = {
     "echo": scenarios.echo,
     "http": scenarios.http,
     "mixed": scenarios.mixed,
+    "mixed-io": scenarios.mixed_io,
     "orm": scenarios.orm,
     "streams": scenarios.streams,
     "auth": scenarios.auth,
@@ -32,7 +33,7 @@ SCENARIOS = {
     "lab": scenarios.lab,
 }
 #: Run by default; "lab" (the root-cause experiment) only when named.
-DEFAULT = ("echo", "http", "mixed", "orm", "streams", "auth", "logging", "peers")
+DEFAULT = ("echo", "http", "mixed", "mixed-io", "orm", "streams", "auth", "logging", "peers")
 QUICK = ("echo", "http", "mixed")
 
 

@@ -100,9 +100,9 @@ def h2load(server: Server, method: str = ECHO, message: bytes = ECHO_MESSAGE, **
     return jobs
 
 
-def wrk(server: Server, path: str = "/bench/echo", **kw):
+def wrk(server: Server, path: str = "/bench/echo", connections: int = HTTP_CONNECTIONS, **kw):
     def jobs(duration: float) -> list[Job]:
-        return [Wrk(server.http_url + path, connections=HTTP_CONNECTIONS, duration=duration, **kw)]
+        return [Wrk(server.http_url + path, connections=connections, duration=duration, **kw)]
 
     return jobs
 
@@ -184,16 +184,33 @@ def http(b: Bench) -> None:
 def mixed(b: Bench) -> None:
     """gRPC and HTTP loaded together on one server, against each protocol alone; with
     hybridserver's loop fairness on (the default) and off."""
+    _mixed(b, wrk, f"mixed: {HTTP_LOAD} + {GRPC_LOAD}", "mixed", targets=True)
+
+
+IO_CONNECTIONS, IO_WAIT_MS = 20, 50
+
+
+def mixed_io(b: Bench) -> None:
+    """The same with an I/O-bound view (``/bench/wait``: it awaits 50 ms), which does not
+    crowd the loop: fairness should take nothing from it."""
+
+    def io(server: Server):
+        return wrk(server, f"/bench/wait?ms={IO_WAIT_MS}", connections=IO_CONNECTIONS)
+
+    load = f"wrk {IO_CONNECTIONS} connections on a view awaiting {IO_WAIT_MS} ms"
+    _mixed(b, io, f"mixed, I/O-bound view: {load} + {GRPC_LOAD}", "mixed_io", targets=False)
+
+
+def _mixed(b: Bench, http_load, section: str, key: str, *, targets: bool) -> None:
     env = sqlite_env()
     on = hybridserver("fairness on", env)
     off = hybridserver("fairness off", env, "--no-loop-fairness")
     with servers(on, off):
         got = b.compare(
             [(f"{s.name}: gRPC", s, h2load(s)) for s in (on, off)]
-            + [(f"{s.name}: HTTP", s, wrk(s)) for s in (on, off)]
-            + [(f"{s.name}: mixed", s, both(wrk(s), h2load(s))) for s in (on, off)]
+            + [(f"{s.name}: HTTP", s, http_load(s)) for s in (on, off)]
+            + [(f"{s.name}: mixed", s, both(http_load(s), h2load(s))) for s in (on, off)]
         )
-    section = f"mixed: {HTTP_LOAD} + {GRPC_LOAD}"
     for server in (on, off):
         name = server.name
         grpc_solo, http_solo = got[f"{name}: gRPC"][0], got[f"{name}: HTTP"][0]
@@ -216,14 +233,14 @@ def mixed(b: Bench) -> None:
             http_mixed,
             note=f"{ratio(http_mixed, http_solo):.0%} of alone ({spread(http_rounds)})",
         )
-        b.results.settings.setdefault("mixed", {})[name] = {
+        b.results.settings.setdefault(key, {})[name] = {
             "grpc_share": ratio(grpc_mixed, grpc_solo),
             "http_share": ratio(http_mixed, http_solo),
             "grpc_p99_ratio": grpc_mixed.p99_ms / grpc_solo.p99_ms,
             "grpc_share_rounds": grpc_rounds,
             "http_share_rounds": http_rounds,
         }
-        if server is on:
+        if server is on and targets:
             r = b.results
             r.target(
                 "mixed: gRPC keeps of its solo throughput",

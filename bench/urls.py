@@ -9,6 +9,7 @@ from bench import views
 urlpatterns = [
     path("bench/echo", views.echo),
     path("bench/book-async", views.book_async),
+    path("bench/wait", views.wait),
     path("bench/book-sync", views.book_sync),
     path("", include("project.urls")),
 ]

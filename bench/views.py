@@ -3,6 +3,8 @@ with the async ORM and with the sync ORM."""
 
 from __future__ import annotations
 
+import asyncio
+
 from django.http import HttpRequest, JsonResponse
 
 from project.catalog.models import Book
@@ -12,6 +14,12 @@ BOOK_ID = 1
 
 async def echo(request: HttpRequest) -> JsonResponse:
     return JsonResponse({"echo": request.GET.get("m", "hello")})
+
+
+async def wait(request: HttpRequest) -> JsonResponse:
+    """An I/O-bound view: it waits ``ms`` milliseconds (default 50) without the CPU."""
+    await asyncio.sleep(int(request.GET.get("ms", "50")) / 1000)
+    return JsonResponse({"waited_ms": int(request.GET.get("ms", "50"))})
 
 
 async def book_async(request: HttpRequest) -> JsonResponse:

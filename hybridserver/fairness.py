@@ -24,9 +24,12 @@ thread and no database connection, in arrival order. So:
   ``GRPC_IDLE`` seconds, so there is nothing to make room for (:class:`GrpcActivity`);
 - gRPC keeps enough iterations to make progress.
 
-A request that has been in flight for ``EXPIRY`` seconds (a long poll, a streamed
-response) stops counting toward the limit, so a few slow requests cannot hold the door
-shut. WebSocket connections are not counted at all.
+A request stops counting toward the limit, so that requests that do not load the loop
+cannot hold the door shut, once it has been in flight for ``EXPIRY`` seconds (a long
+poll, a streamed response), or once it has waited ``IDLE`` seconds with no sync call
+of its own running or queued (an ``async def`` view awaiting another service: its
+thread lease tells, see :class:`hybridserver.threads.Lease`). WebSocket connections are
+not counted at all.
 """
 
 from __future__ import annotations
@@ -34,6 +37,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import time
+from typing import Protocol
 
 #: Loop iterations longer than this, on average, shrink the HTTP limit (seconds).
 TARGET_HIGH = 140e-6
@@ -47,18 +51,38 @@ SAMPLES = 8
 MIN_LIMIT = 1
 #: Seconds after which a request no longer counts toward the limit.
 EXPIRY = 0.25
+#: Seconds without a sync call of its own after which a request no longer counts.
+IDLE = 0.020
 #: With no RPC started for this long (seconds), gRPC is idle and HTTP is not limited.
 GRPC_IDLE = 0.25
 
 _UNLIMITED = 1 << 30
 
 
+class Work(Protocol):
+    """What a request's thread lease reports: sync calls submitted and completed (each
+    counter written by one thread only), and when the last one completed (monotonic)."""
+
+    submitted: int
+    completed: int
+    last_done: float
+
+
 class _Ticket:
-    __slots__ = ("active", "admitted")
+    __slots__ = ("active", "admitted", "work")
 
     def __init__(self, admitted: float) -> None:
         self.admitted = admitted
         self.active = True
+        #: The request's :class:`Work`, once known; without it the ticket never idles.
+        self.work: Work | None = None
+
+    def idle(self, since: float) -> bool:
+        """Whether the request has had no sync call running or queued since ``since``."""
+        work = self.work
+        if work is None or work.submitted != work.completed:
+            return False
+        return max(work.last_done, self.admitted) < since
 
 
 class GrpcActivity:
@@ -179,7 +203,12 @@ class HttpAdmission:
         self._wake()
 
     def _expire(self) -> None:
-        deadline = time.monotonic() - EXPIRY
+        now = time.monotonic()
+        deadline = now - EXPIRY
         tickets = self._tickets
         while tickets and (not tickets[0].active or tickets[0].admitted < deadline):
             self.leave(tickets.popleft())
+        idle_since = now - IDLE
+        for ticket in list(tickets):
+            if ticket.active and ticket.idle(idle_since):
+                self.leave(ticket)

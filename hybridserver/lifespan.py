@@ -55,7 +55,8 @@ class HybridApp:
         elif scope["type"] == "http" and self.admission is not None:
             ticket = await self.admission.enter()
             try:
-                async with self.pool.request_context():
+                async with self.pool.request_context() as lease:
+                    ticket.work = lease
                     await self.app(scope, receive, send)
             finally:
                 self.admission.leave(ticket)

@@ -53,13 +53,27 @@ def _db_hygiene() -> None:
 class Lease(Executor):
     """Runs one request's sync calls, in order, on one pooled thread borrowed lazily."""
 
-    __slots__ = ("_pool", "_queue", "_released", "_requested")
+    __slots__ = (
+        "_pool",
+        "_queue",
+        "_released",
+        "_requested",
+        "completed",
+        "last_done",
+        "submitted",
+    )
 
     def __init__(self, pool: ThreadPool) -> None:
         self._pool = pool
         self._queue: queue.SimpleQueue[Any] | None = None
         self._requested = False
         self._released = False
+        # What admission control reads (hybridserver.fairness.Work): calls submitted
+        # (counted where they are submitted, the loop) and completed (counted by the
+        # leased thread), and when the last one completed.
+        self.submitted = 0
+        self.completed = 0
+        self.last_done = 0.0
 
     def submit(
         self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any
@@ -79,6 +93,7 @@ class Lease(Executor):
             self._queue = queue.SimpleQueue()
             self._pool._request(self)
         assert self._queue is not None
+        self.submitted += 1
         self._queue.put((future, fn, args, kwargs))
         return future
 
@@ -149,18 +164,18 @@ class ThreadPool:
             future, fn, args, kwargs = item
             if isinstance(future, asyncio.Future):
                 _run_for_loop(future, fn, args, kwargs)
-                del future
-                continue
-            if not future.set_running_or_notify_cancel():
-                continue
-            try:
-                result = fn(*args, **kwargs)
-            except BaseException as exc:
-                future.set_exception(exc)
-                del future, exc
-            else:
-                future.set_result(result)
-                del future, result
+            elif future.set_running_or_notify_cancel():
+                try:
+                    result = fn(*args, **kwargs)
+                except BaseException as exc:
+                    future.set_exception(exc)
+                    del exc
+                else:
+                    future.set_result(result)
+                    del result
+            del future
+            lease.last_done = time.monotonic()
+            lease.completed += 1
         _safely(_db_hygiene)
 
     def shutdown(self, timeout: float | None = None) -> None:

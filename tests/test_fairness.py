@@ -1,16 +1,22 @@
 """HTTP admission control (``hybridserver.fairness``): no limit while the loop is idle or
-gRPC is, first come first served once there is one, and slow requests stop counting."""
+gRPC is, first come first served once there is one, and slow requests, or requests
+waiting on I/O, stop counting."""
 
 from __future__ import annotations
 
 import asyncio
+import threading
+import time
 
 import grpc
+import httpx
 import pytest
+from django.test import override_settings
 
 from hybridserver import fairness
 from hybridserver.fairness import GrpcActivity, HttpAdmission
 from hybridserver.testing import LiveServer
+from hybridserver.threads import ThreadPool
 from project.catalog.grpc_gen.catalog.v1 import catalog_pb2, catalog_pb2_grpc
 
 
@@ -96,6 +102,71 @@ async def test_a_slow_request_stops_counting(monkeypatch: pytest.MonkeyPatch) ->
     assert admission.in_flight == 1
     admission.leave(admitted)
     assert admission.in_flight == 0
+
+
+async def test_a_request_waiting_on_io_stops_counting(monkeypatch: pytest.MonkeyPatch) -> None:
+    pool = ThreadPool(1)
+    admission = HttpAdmission()
+    admission.limit = 1
+    ticket = await admission.enter()
+    context = pool.request_context()
+    ticket.work = context.lease
+    waiter = asyncio.create_task(admission.enter())
+    await asyncio.sleep(0)
+    monkeypatch.setattr(fairness, "EXPIRY", 3600.0)
+    monkeypatch.setattr(fairness, "IDLE", 0.0)
+
+    # A sync call of its own is running on its thread: the request is working.
+    running, finish = threading.Event(), threading.Event()
+
+    def work() -> None:
+        running.set()
+        finish.wait(10)
+
+    call = asyncio.get_running_loop().run_in_executor(context.lease, work)
+    assert await asyncio.to_thread(running.wait, 10)
+    admission._expire()
+    assert not waiter.done()
+    finish.set()
+    await call
+    # The call is done: still counting until IDLE has passed without another one.
+    monkeypatch.setattr(fairness, "IDLE", 3600.0)
+    admission._expire()
+    assert not waiter.done()
+    monkeypatch.setattr(fairness, "IDLE", 0.0)
+    admission._expire()
+    admitted = await asyncio.wait_for(waiter, 1)
+    admission.leave(ticket)  # finishing late does not count twice
+    assert admission.in_flight == 1
+    admission.leave(admitted)
+    context.lease.release()
+    pool.shutdown(10)
+
+
+async def test_a_view_awaiting_io_lets_the_next_request_in(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Only the I/O wait can let the second request in: age does not expire the first.
+    monkeypatch.setattr(fairness, "EXPIRY", 3600.0)
+    with override_settings(ROOT_URLCONF="tests.urls"):
+        async with (
+            LiveServer("project.asgi", loop_fairness=True) as live,
+            httpx.AsyncClient(base_url=live.http_url, timeout=30) as http,
+        ):
+            admission = live.app.admission
+            assert admission is not None
+            admission.limit = 1  # as when HTTP keeps the loop busy while RPCs arrive
+            sleeping = asyncio.create_task(http.get("/slow/", params={"s": 20}))
+            quick = asyncio.create_task(http.get("/slow/", params={"s": 0}))
+            deadline = time.monotonic() + 10
+            while not quick.done() and time.monotonic() < deadline:
+                admission._expire()  # what the loop probe does every PERIOD
+                await asyncio.sleep(0.005)
+            assert quick.done(), "the quick request was not let in"
+            assert (await quick).text == "slept 0.0"
+            assert not sleeping.done()  # it was let in while the first one still waited
+            sleeping.cancel()
+            await asyncio.gather(sleeping, return_exceptions=True)
 
 
 async def test_http_alone_is_not_limited(monkeypatch: pytest.MonkeyPatch) -> None:
