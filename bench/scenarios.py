@@ -70,17 +70,16 @@ class Bench:
             for name, rounds in runs.items()
         }
 
-    def round_shares(self, a: str, job: int, b: str) -> list[float]:
-        """Round by round, job ``job`` of ``a`` as a share of ``b``'s first job: how far
-        the single rounds behind a median spread."""
+    def round_shares(self, a: str, job: int, b: str, b_job: int = 0) -> list[float]:
+        """Round by round, job ``job`` of ``a`` as a share of job ``b_job`` of ``b``, each
+        round's pair run back to back: how far the single rounds behind a median spread."""
         pairs = zip(self.last_runs[a], self.last_runs[b], strict=True)
-        return [x[job].rps / y[0].rps for x, y in pairs if y[0].rps]
+        return [x[job].rps / y[b_job].rps for x, y in pairs if y[b_job].rps]
 
     def paired_ratio(self, a: str, b: str, job: int = 0) -> float:
-        """The median over rounds of a/b throughput, each round's pair run back to back:
-        steadier than the ratio of medians while the machine's load drifts."""
-        pairs = zip(self.last_runs[a], self.last_runs[b], strict=True)
-        return statistics.median(x[job].rps / y[job].rps for x, y in pairs if y[job].rps)
+        """The median over rounds of a/b throughput: steadier than the ratio of medians
+        while the machine's load drifts."""
+        return statistics.median(self.round_shares(a, job, b, job))
 
 
 def h2load(server: Server, method: str = ECHO, message: bytes = ECHO_MESSAGE, **kw):

@@ -18,8 +18,9 @@ async def echo(request: HttpRequest) -> JsonResponse:
 
 async def wait(request: HttpRequest) -> JsonResponse:
     """An I/O-bound view: it waits ``ms`` milliseconds (default 50) without the CPU."""
-    await asyncio.sleep(int(request.GET.get("ms", "50")) / 1000)
-    return JsonResponse({"waited_ms": int(request.GET.get("ms", "50"))})
+    ms = int(request.GET.get("ms", "50"))
+    await asyncio.sleep(ms / 1000)
+    return JsonResponse({"waited_ms": ms})
 
 
 async def book_async(request: HttpRequest) -> JsonResponse:

@@ -191,27 +191,24 @@ def run(config: Config) -> int:
     if config.workers > 1 and config.reload:
         raise BindError("--reload and --workers do not go together: pick one")
     sock = bind_http(config)
+    # grpc binds its port itself, at startup. Bind it here first, so that a busy port is
+    # the same one-line error as a busy HTTP port (taken in the moment between, it is
+    # still reported, by the failed startup). Workers share the port (see
+    # hybridserver.workers): for them the socket stays open as a reservation, which also
+    # turns port 0 into one real port for all of them.
+    try:
+        grpc_sock = bind_socket(
+            "gRPC", config.effective_grpc_host, config.grpc_port, reuse_port=config.workers > 1
+        )
+    except BindError:
+        sock.close()
+        raise
     reservation = None
     if config.workers > 1:
-        # The workers share the gRPC port (see hybridserver.workers): reserve it, which
-        # also turns port 0 into one real port for all of them.
-        try:
-            reservation = bind_socket(
-                "gRPC", config.effective_grpc_host, config.grpc_port, reuse_port=True
-            )
-        except BindError:
-            sock.close()
-            raise
-        config = dataclasses.replace(config, grpc_port=reservation.getsockname()[1])
-    elif config.grpc_port:
-        # grpc binds its port itself, at startup. A port already taken is found here
-        # first, so that it is the same one-line error as a busy HTTP port; taken in
-        # the moment between, it is still reported, by the failed startup.
-        try:
-            bind_socket("gRPC", config.effective_grpc_host, config.grpc_port).close()
-        except BindError:
-            sock.close()
-            raise
+        reservation = grpc_sock
+        config = dataclasses.replace(config, grpc_port=grpc_sock.getsockname()[1])
+    else:
+        grpc_sock.close()
     uv_config = UvicornConfig(
         config,
         reload=config.reload,
