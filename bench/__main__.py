@@ -25,6 +25,7 @@ SCENARIOS = {
     "http": scenarios.http,
     "mixed": scenarios.mixed,
     "mixed-io": scenarios.mixed_io,
+    "mixed-sync-io": scenarios.mixed_sync_io,
     "orm": scenarios.orm,
     "streams": scenarios.streams,
     "auth": scenarios.auth,
@@ -33,7 +34,18 @@ SCENARIOS = {
     "lab": scenarios.lab,
 }
 #: Run by default; "lab" (the root-cause experiment) only when named.
-DEFAULT = ("echo", "http", "mixed", "mixed-io", "orm", "streams", "auth", "logging", "peers")
+DEFAULT = (
+    "echo",
+    "http",
+    "mixed",
+    "mixed-io",
+    "mixed-sync-io",
+    "orm",
+    "streams",
+    "auth",
+    "logging",
+    "peers",
+)
 QUICK = ("echo", "http", "mixed")
 
 

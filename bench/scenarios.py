@@ -200,6 +200,18 @@ def mixed_io(b: Bench) -> None:
     _mixed(b, io, f"mixed, I/O-bound view: {load} + {GRPC_LOAD}", "mixed_io", targets=False)
 
 
+def mixed_sync_io(b: Bench) -> None:
+    """The same with a sync view blocked on I/O (``/bench/wait-sync``: its thread sleeps
+    50 ms, as on a slow query): it holds a thread, not the loop."""
+
+    def io(server: Server):
+        return wrk(server, f"/bench/wait-sync?ms={IO_WAIT_MS}", connections=IO_CONNECTIONS)
+
+    load = f"wrk {IO_CONNECTIONS} connections on a sync view blocked {IO_WAIT_MS} ms"
+    section = f"mixed, sync view blocked on I/O: {load} + {GRPC_LOAD}"
+    _mixed(b, io, section, "mixed_sync_io", targets=False)
+
+
 def _mixed(b: Bench, http_load, section: str, key: str, *, targets: bool) -> None:
     env = sqlite_env()
     on = hybridserver("fairness on", env)

@@ -10,6 +10,7 @@ urlpatterns = [
     path("bench/echo", views.echo),
     path("bench/book-async", views.book_async),
     path("bench/wait", views.wait),
+    path("bench/wait-sync", views.wait_sync),
     path("bench/book-sync", views.book_sync),
     path("", include("project.urls")),
 ]

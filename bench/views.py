@@ -4,6 +4,7 @@ with the async ORM and with the sync ORM."""
 from __future__ import annotations
 
 import asyncio
+import time
 
 from django.http import HttpRequest, JsonResponse
 
@@ -20,6 +21,14 @@ async def wait(request: HttpRequest) -> JsonResponse:
     """An I/O-bound view: it waits ``ms`` milliseconds (default 50) without the CPU."""
     ms = int(request.GET.get("ms", "50"))
     await asyncio.sleep(ms / 1000)
+    return JsonResponse({"waited_ms": ms})
+
+
+def wait_sync(request: HttpRequest) -> JsonResponse:
+    """A sync view blocked on I/O, as on a slow query or a call to another service: its
+    thread waits ``ms`` milliseconds (default 50) without the CPU or the GIL."""
+    ms = int(request.GET.get("ms", "50"))
+    time.sleep(ms / 1000)
     return JsonResponse({"waited_ms": ms})
 
 

@@ -26,10 +26,12 @@ thread and no database connection, in arrival order. So:
 
 A request stops counting toward the limit, so that requests that do not load the loop
 cannot hold the door shut, once it has been in flight for ``EXPIRY`` seconds (a long
-poll, a streamed response), or once it has waited ``IDLE`` seconds with no sync call
-of its own running or queued (an ``async def`` view awaiting another service: its
-thread lease tells, see :class:`hybridserver.threads.Lease`). WebSocket connections are
-not counted at all.
+poll, a streamed response), or once it has spent ``IDLE`` seconds waiting on I/O:
+either with no sync call of its own running or queued (an ``async def`` view awaiting
+another service), or with one running whose thread has used less than ``IDLE_CPU``
+seconds of CPU in that time (a sync view blocked on a slow query: it holds a thread
+but neither the CPU nor the GIL). Its thread lease tells, see
+:class:`hybridserver.threads.Lease`. WebSocket connections are not counted at all.
 """
 
 from __future__ import annotations
@@ -51,8 +53,11 @@ SAMPLES = 8
 MIN_LIMIT = 1
 #: Seconds after which a request no longer counts toward the limit.
 EXPIRY = 0.25
-#: Seconds without a sync call of its own after which a request no longer counts.
+#: Seconds waiting on I/O after which a request no longer counts.
 IDLE = 0.020
+#: A running sync call whose thread uses less CPU than this in ``IDLE`` is waiting on
+#: I/O (seconds).
+IDLE_CPU = 0.001
 #: With no RPC started for this long (seconds), gRPC is idle and HTTP is not limited.
 GRPC_IDLE = 0.25
 
@@ -61,28 +66,47 @@ _UNLIMITED = 1 << 30
 
 class Work(Protocol):
     """What a request's thread lease reports: sync calls submitted and completed (each
-    counter written by one thread only), and when the last one completed (monotonic)."""
+    counter written by one thread only), when the last one completed (monotonic), and
+    the CPU-time clock of the thread that runs them (``None`` until it has one)."""
 
     submitted: int
     completed: int
     last_done: float
+    clock: int | None
 
 
 class _Ticket:
-    __slots__ = ("active", "admitted", "work")
+    __slots__ = ("active", "admitted", "busy_at", "cpu_mark", "work")
 
     def __init__(self, admitted: float) -> None:
         self.admitted = admitted
         self.active = True
         #: The request's :class:`Work`, once known; without it the ticket never idles.
         self.work: Work | None = None
+        # The CPU time of the request's thread when last seen to move, and when.
+        self.cpu_mark: float | None = None
+        self.busy_at = admitted
 
-    def idle(self, since: float) -> bool:
-        """Whether the request has had no sync call running or queued since ``since``."""
+    def idle(self, now: float, since: float) -> bool:
+        """Whether the request has been waiting on I/O since ``since``: no sync call
+        running or queued, or one running without using the CPU."""
         work = self.work
-        if work is None or work.submitted != work.completed:
+        if work is None:
             return False
-        return max(work.last_done, self.admitted) < since
+        if work.submitted == work.completed:
+            return max(work.last_done, self.admitted) < since
+        clock = work.clock
+        if clock is None:  # queued for a thread, or no CPU clock on this platform
+            return False
+        try:
+            cpu = time.clock_gettime(clock)
+        except OSError:
+            return False
+        if self.cpu_mark is None or cpu - self.cpu_mark >= IDLE_CPU:
+            self.cpu_mark = cpu
+            self.busy_at = now
+            return False
+        return self.busy_at < since
 
 
 class GrpcActivity:
@@ -210,5 +234,5 @@ class HttpAdmission:
             self.leave(tickets.popleft())
         idle_since = now - IDLE
         for ticket in list(tickets):
-            if ticket.active and ticket.idle(idle_since):
+            if ticket.active and ticket.idle(now, idle_since):
                 self.leave(ticket)

@@ -58,6 +58,7 @@ class Lease(Executor):
         "_queue",
         "_released",
         "_requested",
+        "clock",
         "completed",
         "last_done",
         "submitted",
@@ -70,10 +71,12 @@ class Lease(Executor):
         self._released = False
         # What admission control reads (hybridserver.fairness.Work): calls submitted
         # (counted where they are submitted, the loop) and completed (counted by the
-        # leased thread), and when the last one completed.
+        # leased thread), when the last one completed, and the CPU-time clock of the
+        # leased thread (set by that thread when it takes the lease).
         self.submitted = 0
         self.completed = 0
         self.last_done = 0.0
+        self.clock: int | None = None
 
     def submit(
         self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any
@@ -145,10 +148,12 @@ class ThreadPool:
         self._waiting.put(lease)
 
     def _work(self) -> None:
+        clock = _cpu_clock()
         while True:
             lease = self._waiting.get()
             if lease is None:
                 break
+            lease.clock = clock
             self._serve(lease)
             with self._lock:
                 self._idle += 1
@@ -190,6 +195,14 @@ class ThreadPool:
         deadline = None if timeout is None else time.monotonic() + timeout
         for thread in threads:
             thread.join(None if deadline is None else max(0.0, deadline - time.monotonic()))
+
+
+def _cpu_clock() -> int | None:
+    """The CPU-time clock of the calling thread, where the platform has one."""
+    try:
+        return time.pthread_getcpuclockid(threading.get_ident())
+    except (AttributeError, OSError):
+        return None
 
 
 def _run_for_loop(

@@ -116,17 +116,21 @@ async def test_a_request_waiting_on_io_stops_counting(monkeypatch: pytest.Monkey
     monkeypatch.setattr(fairness, "EXPIRY", 3600.0)
     monkeypatch.setattr(fairness, "IDLE", 0.0)
 
-    # A sync call of its own is running on its thread: the request is working.
+    # A sync call of its own is running on its thread and using the CPU: the request
+    # is working, however often the probe looks.
     running, finish = threading.Event(), threading.Event()
 
-    def work() -> None:
+    def burn() -> None:
         running.set()
-        finish.wait(10)
+        while not finish.is_set():
+            sum(range(1000))
 
-    call = asyncio.get_running_loop().run_in_executor(context.lease, work)
+    call = asyncio.get_running_loop().run_in_executor(context.lease, burn)
     assert await asyncio.to_thread(running.wait, 10)
-    admission._expire()
-    assert not waiter.done()
+    for _ in range(5):
+        await asyncio.to_thread(time.sleep, 0.02)  # the thread gets 20 ms of CPU
+        admission._expire()
+        assert not waiter.done()
     finish.set()
     await call
     # The call is done: still counting until IDLE has passed without another one.
@@ -143,8 +147,56 @@ async def test_a_request_waiting_on_io_stops_counting(monkeypatch: pytest.Monkey
     pool.shutdown(10)
 
 
-async def test_a_view_awaiting_io_lets_the_next_request_in(
+async def test_a_sync_call_blocked_on_io_stops_counting(
     monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    pool = ThreadPool(1)
+    admission = HttpAdmission()
+    admission.limit = 1
+    ticket = await admission.enter()
+    context = pool.request_context()
+    ticket.work = context.lease
+    waiter = asyncio.create_task(admission.enter())
+    await asyncio.sleep(0)
+    monkeypatch.setattr(fairness, "EXPIRY", 3600.0)
+
+    # The call is running but blocked (a slow query, say): its thread uses no CPU.
+    blocked, finish = threading.Event(), threading.Event()
+
+    def wait() -> None:
+        blocked.set()
+        finish.wait(10)
+
+    call = asyncio.get_running_loop().run_in_executor(context.lease, wait)
+    assert await asyncio.to_thread(blocked.wait, 10)
+    # Not for IDLE yet: still counting.
+    monkeypatch.setattr(fairness, "IDLE", 3600.0)
+    for _ in range(3):
+        admission._expire()
+        await asyncio.sleep(0.005)
+    assert not waiter.done()
+    # Blocked for longer than IDLE: it stops counting, and the next request is let in.
+    monkeypatch.setattr(fairness, "IDLE", 0.0)
+    admission._expire()
+    admitted = await asyncio.wait_for(waiter, 1)
+    assert not call.done()
+    finish.set()
+    await call
+    admission.leave(ticket)
+    assert admission.in_flight == 1
+    admission.leave(admitted)
+    context.lease.release()
+    pool.shutdown(10)
+
+
+@pytest.mark.parametrize(
+    "view, seconds",
+    # The sync view's thread cannot be cancelled: it sleeps out its time at shutdown.
+    [("/slow/", 20), ("/slow-sync/", 2)],
+    ids=["async", "sync"],
+)
+async def test_a_view_waiting_on_io_lets_the_next_request_in(
+    monkeypatch: pytest.MonkeyPatch, view: str, seconds: float
 ) -> None:
     # Only the I/O wait can let the second request in: age does not expire the first.
     monkeypatch.setattr(fairness, "EXPIRY", 3600.0)
@@ -156,9 +208,12 @@ async def test_a_view_awaiting_io_lets_the_next_request_in(
             admission = live.app.admission
             assert admission is not None
             admission.limit = 1  # as when HTTP keeps the loop busy while RPCs arrive
-            sleeping = asyncio.create_task(http.get("/slow/", params={"s": 20}))
-            quick = asyncio.create_task(http.get("/slow/", params={"s": 0}))
+            sleeping = asyncio.create_task(http.get(view, params={"s": seconds}))
             deadline = time.monotonic() + 10
+            while admission.in_flight == 0 and time.monotonic() < deadline:
+                await asyncio.sleep(0.005)
+            assert admission.in_flight == 1, "the sleeping request was not let in"
+            quick = asyncio.create_task(http.get(view, params={"s": 0}))
             while not quick.done() and time.monotonic() < deadline:
                 admission._expire()  # what the loop probe does every PERIOD
                 await asyncio.sleep(0.005)

@@ -1,4 +1,5 @@
-"""The example project's URLs plus ``/slow/?s=N``, a request that stays in flight, the
+"""The example project's URLs plus ``/slow/?s=N``, a request that stays in flight (and
+``/slow-sync/?s=N``, the same from a sync view blocked in its thread), the
 ``/ratelimit/`` views of :mod:`tests.views_ratelimit`, and ``/backend/`` (async) and
 ``/backend-sync/``, views that query the database and name their connection."""
 
@@ -6,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import sys
+import time
 
 from asgiref.sync import sync_to_async
 from django.http import HttpRequest, HttpResponse, JsonResponse
@@ -23,6 +25,13 @@ async def slow(request: HttpRequest) -> HttpResponse:
     return HttpResponse(f"slept {seconds}")
 
 
+def slow_sync(request: HttpRequest) -> HttpResponse:
+    """Like :func:`slow`, blocked in its thread, as on a slow query."""
+    seconds = float(request.GET.get("s", "1"))
+    time.sleep(seconds)
+    return HttpResponse(f"slept {seconds}")
+
+
 async def backend(request: HttpRequest) -> JsonResponse:
     """An ORM query from an async view: ``servicers.backend()`` as JSON."""
     return JsonResponse(await sync_to_async(servicers.backend)())
@@ -34,6 +43,7 @@ def backend_sync(request: HttpRequest) -> JsonResponse:
 
 urlpatterns = [
     path("slow/", slow),
+    path("slow-sync/", slow_sync),
     path("backend/", backend),
     path("backend-sync/", backend_sync),
     path("ratelimit/", include("tests.views_ratelimit")),
