@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 import click
 
 from hybridserver import __version__
-from hybridserver.config import LOG_LEVELS, SETTINGS, Config, ConfigError
+from hybridserver.config import SETTINGS, Config, ConfigError
 
 if TYPE_CHECKING:
     from django.core.checks import CheckMessage
@@ -177,24 +177,27 @@ These settings have no flag and are read from the HYBRIDSERVER setting only:
 """
 
 
-# The help is built from SETTINGS, so that a new setting cannot be left out of it.
+def _flag_options(command: Any) -> Any:
+    """An option for every flag in SETTINGS, in its order: a new setting with a flag
+    cannot be left out of the command or its help."""
+    for setting in reversed([s for s in SETTINGS.values() if s.flag]):
+        kwargs: dict[str, Any] = {"help": _flag_help(setting.name)}
+        if setting.type is bool:
+            decls = [f"{setting.option}/--no-{setting.option[2:]}"]
+            kwargs["default"] = None
+        else:
+            decls = [setting.option]
+            if setting.choices:
+                kwargs["type"] = click.Choice(setting.choices, case_sensitive=False)
+            else:
+                kwargs["type"] = setting.type
+        command = click.option(*decls, **kwargs)(command)
+    return command
+
+
 @main.command(help=_RUN_HELP)
 @click.argument("app", metavar="MODULE[:ATTR]")
-@click.option("--host", help=_flag_help("HOST"))
-@click.option("--port", type=int, help=_flag_help("PORT"))
-@click.option("--grpc-host", help=_flag_help("GRPC_HOST"))
-@click.option("--grpc-port", type=int, help=_flag_help("GRPC_PORT"))
-@click.option(
-    "--log-level", type=click.Choice(LOG_LEVELS, case_sensitive=False), help=_flag_help("LOG_LEVEL")
-)
-@click.option("--access-log/--no-access-log", default=None, help=_flag_help("ACCESS_LOG"))
-@click.option("--reload/--no-reload", default=None, help=_flag_help("RELOAD"))
-@click.option("--graceful-timeout", type=float, help=_flag_help("GRACEFUL_TIMEOUT"))
-@click.option("--threads", type=int, help=_flag_help("THREADS"))
-@click.option("--loop-fairness/--no-loop-fairness", default=None, help=_flag_help("LOOP_FAIRNESS"))
-@click.option("--workers", type=int, help=_flag_help("WORKERS"))
-@click.option("--ssl-certfile", help=_flag_help("SSL_CERTFILE"))
-@click.option("--ssl-keyfile", help=_flag_help("SSL_KEYFILE"))
+@_flag_options
 def run(app: str, **options: Any) -> None:
     flags = {name.upper(): value for name, value in options.items() if value is not None}
     try:

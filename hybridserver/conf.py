@@ -14,9 +14,15 @@ from typing import Any
 from django.conf import settings
 from django.core.exceptions import ImproperlyConfigured
 from django.core.signals import setting_changed
-from django.utils.module_loading import import_string
 
-from hybridserver.config import IMPORT_SETTINGS, SETTINGS, ConfigError, parse_setting, suggest
+from hybridserver.config import (
+    IMPORT_SETTINGS,
+    SETTINGS,
+    ConfigError,
+    import_setting,
+    parse_setting,
+    suggest,
+)
 
 _cache: dict[str, Any] = {}
 
@@ -48,9 +54,9 @@ def hybrid_setting(name: str) -> Any:
 
 def _import(source: str, path: str) -> Any:
     try:
-        return import_string(path)
+        return import_setting(path, source)
     except ImportError as exc:
-        raise ImproperlyConfigured(f"{source}: cannot import {path!r}: {exc}") from exc
+        raise ImproperlyConfigured(str(exc)) from exc
 
 
 def _reset(*, setting: str, **kwargs: Any) -> None:

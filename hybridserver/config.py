@@ -153,6 +153,9 @@ class Setting:
     help: str
     # A flag is also a CLI option and a HYBRIDSERVER_* environment variable.
     flag: bool = False
+    # What the option takes on the command line (a bool setting is an on/off switch).
+    type: type = str
+    choices: tuple[str, ...] = ()
 
     @property
     def env(self) -> str:
@@ -167,7 +170,7 @@ SETTINGS: dict[str, Setting] = {
     s.name: s
     for s in [
         Setting("HOST", "127.0.0.1", _host, "Bind both servers to this host.", flag=True),
-        Setting("PORT", 8000, _int(0, 65535), "HTTP port.", flag=True),
+        Setting("PORT", 8000, _int(0, 65535), "HTTP port.", flag=True, type=int),
         Setting(
             "GRPC_HOST",
             None,
@@ -175,15 +178,30 @@ SETTINGS: dict[str, Setting] = {
             "Bind gRPC to this host (default: HOST).",
             flag=True,
         ),
-        Setting("GRPC_PORT", 50051, _int(0, 65535), "gRPC port.", flag=True),
-        Setting("LOG_LEVEL", "info", _log_level, "Log level of both servers.", flag=True),
-        Setting("ACCESS_LOG", True, _bool, "Log one line per HTTP request and per RPC.", flag=True),
+        Setting("GRPC_PORT", 50051, _int(0, 65535), "gRPC port.", flag=True, type=int),
+        Setting(
+            "LOG_LEVEL",
+            "info",
+            _log_level,
+            "Log level of both servers.",
+            flag=True,
+            choices=LOG_LEVELS,
+        ),
+        Setting(
+            "ACCESS_LOG",
+            True,
+            _bool,
+            "Log one line per HTTP request and per RPC.",
+            flag=True,
+            type=bool,
+        ),
         Setting(
             "RELOAD",
             False,
             _bool,
             "Restart on changes to .py and .proto files (development only).",
             flag=True,
+            type=bool,
         ),
         Setting(
             "GRACEFUL_TIMEOUT",
@@ -191,6 +209,7 @@ SETTINGS: dict[str, Setting] = {
             _float(0),
             "Seconds that in-flight requests and RPCs get to finish on shutdown.",
             flag=True,
+            type=float,
         ),
         Setting(
             "THREADS",
@@ -199,6 +218,7 @@ SETTINGS: dict[str, Setting] = {
             "Threads for sync handlers, sync views and ORM queries; each holds at most one "
             "database connection per alias.",
             flag=True,
+            type=int,
         ),
         Setting(
             "LOOP_FAIRNESS",
@@ -208,6 +228,7 @@ SETTINGS: dict[str, Setting] = {
             "fewer HTTP requests into Django at once, so that gRPC keeps its share of "
             "the loop.",
             flag=True,
+            type=bool,
         ),
         Setting(
             "WORKERS",
@@ -216,6 +237,7 @@ SETTINGS: dict[str, Setting] = {
             "Processes, each running both servers; they share the HTTP socket and the gRPC "
             "port. With 1, the gRPC port is exclusive to this process.",
             flag=True,
+            type=int,
         ),
         Setting(
             "SSL_CERTFILE",
@@ -297,12 +319,21 @@ def parse_setting(name: str, value: Any, source: str) -> Any:
         raise ConfigError(name, source, str(exc)) from None
 
 
+def import_setting(path: str, source: str) -> Any:
+    """``import_string(path)`` for the setting ``source`` (``HYBRIDSERVER['NAME']``);
+    its ImportError names the setting and the path."""
+    try:
+        return import_string(path)
+    except ImportError as exc:
+        raise ImportError(f"{source}: cannot import {path!r}: {exc}") from exc
+
+
 def check_import_string(name: str, path: str) -> str | None:
     """Import ``path``; return a message when it fails, None when it works."""
     try:
-        import_string(path)
+        import_setting(path, f"HYBRIDSERVER[{name!r}]")
     except ImportError as exc:
-        return f"HYBRIDSERVER[{name!r}]: cannot import {path!r}: {exc}"
+        return str(exc)
     return None
 
 

@@ -77,6 +77,18 @@ def test_run_help_lists_every_flag_with_its_environment_variable() -> None:
     assert "MODULE[:ATTR]" in text and "`application`" in text
 
 
+def test_every_flag_takes_what_its_setting_parses() -> None:
+    # Both commands build their options from these: an option typed differently from its
+    # setting would refuse values the variable and the setting accept.
+    for setting in FLAGS:
+        if setting.type is bool:
+            assert isinstance(setting.default, bool), setting.name
+        elif setting.choices:
+            assert setting.default in setting.choices, setting.name
+        elif setting.default is not None:
+            assert type(setting.default) is setting.type, setting.name
+
+
 def test_runhybrid_help_lists_every_flag_with_its_environment_variable() -> None:
     result = subprocess.run(
         [sys.executable, "manage.py", "runhybrid", "--help"],

@@ -71,7 +71,8 @@ def test_busy_grpc_port() -> None:
         result = run_command("run", APP, "--port", str(http_port), "--grpc-port", str(grpc_port))
     assert result.returncode == 1
     assert error_lines(result.stderr) == [
-        f"hybridserver: error: cannot bind gRPC port {grpc_port} on 127.0.0.1: address already in use"
+        f"hybridserver: error: cannot bind gRPC port {grpc_port} on 127.0.0.1: "
+        "address already in use"
     ], result.stderr
     assert "Started server process" not in result.stderr + result.stdout
     assert_free(http_port)

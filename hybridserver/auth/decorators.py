@@ -53,14 +53,18 @@ _NO_MIDDLEWARE = (
 )
 
 
-def _refuse(call: Call, user: Any, exc: PermissionDenied) -> JsonResponse:
-    """An RPC is refused by raising (hybridserver turns it into a status), a view by
-    answering."""
-    if call.is_rpc:
-        raise exc
-    if user is None:
-        raise ImproperlyConfigured(_NO_MIDDLEWARE)
-    return refusal_response(exc)
+def _verdict(call: Call, user: Any, allowed: bool | None) -> JsonResponse | None:
+    """None to let the call through. A refused RPC raises (hybridserver turns it into a
+    status); a refused view gets its answer."""
+    try:
+        check_access(user, allowed)
+    except PermissionDenied as exc:
+        if call.is_rpc:
+            raise
+        if user is None:
+            raise ImproperlyConfigured(_NO_MIDDLEWARE) from None
+        return refusal_response(exc)
+    return None
 
 
 class _Requirement:
@@ -69,24 +73,18 @@ class _Requirement:
     def __init__(self, perms: tuple[str, ...]) -> None:
         self.perms = perms
 
+    def _asks_perms(self, user: Any) -> bool:
+        return bool(self.perms) and user is not None and user.is_authenticated
+
     def check(self, call: Call) -> JsonResponse | None:
         user = user_of(call)
-        try:
-            authenticated = user is not None and user.is_authenticated
-            check_access(user, user.has_perms(self.perms) if self.perms and authenticated else None)
-        except PermissionDenied as exc:
-            return _refuse(call, user, exc)
-        return None
+        allowed = user.has_perms(self.perms) if self._asks_perms(user) else None
+        return _verdict(call, user, allowed)
 
     async def acheck(self, call: Call) -> JsonResponse | None:
         user = await auser_of(call)
-        try:
-            authenticated = user is not None and user.is_authenticated
-            allowed = await user.ahas_perms(self.perms) if self.perms and authenticated else None
-            check_access(user, allowed)
-        except PermissionDenied as exc:
-            return _refuse(call, user, exc)
-        return None
+        allowed = await user.ahas_perms(self.perms) if self._asks_perms(user) else None
+        return _verdict(call, user, allowed)
 
 
 def _requires(perms: tuple[str, ...]) -> Callable[[F], F]:

@@ -11,11 +11,10 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 import grpc
-from django.utils.module_loading import import_string
 from grpc_health.v1 import health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
-from hybridserver.config import Config, format_address
+from hybridserver.config import Config, format_address, import_setting
 from hybridserver.fairness import GrpcActivity
 from hybridserver.grpc.handlers import adapt_handler
 from hybridserver.grpc.health import SERVICE_NAME as HEALTH_SERVICE
@@ -107,9 +106,7 @@ class ServicerRegistry:
         self.service_names: list[str] = []
 
     def _adapt(self, handler: grpc.RpcMethodHandler, method: str) -> grpc.RpcMethodHandler:
-        return adapt_handler(
-            handler, method, self._pool, auth=self._auth, activity=self._activity
-        )
+        return adapt_handler(handler, method, self._pool, auth=self._auth, activity=self._activity)
 
     def add_generic_rpc_handlers(self, handlers: Sequence[grpc.GenericRpcHandler]) -> None:
         adapted = []
@@ -270,9 +267,9 @@ def _credentials(config: Config) -> grpc.ServerCredentials:
 
 def _load(path: str, setting: str) -> Any:
     try:
-        return import_string(path)
+        return import_setting(path, f"HYBRIDSERVER[{setting!r}]")
     except ImportError as exc:
-        raise StartupError(f"HYBRIDSERVER[{setting!r}]: cannot import {path!r}: {exc}") from None
+        raise StartupError(str(exc)) from None
 
 
 def _bind_problem(host: str, port: int) -> str:

@@ -11,14 +11,6 @@ from django.core.management.base import BaseCommand, CommandError, CommandParser
 from hybridserver.cli import StartError, serve
 from hybridserver.config import SETTINGS
 
-_TYPES: dict[str, Any] = {
-    "PORT": int,
-    "GRPC_PORT": int,
-    "THREADS": int,
-    "WORKERS": int,
-    "GRACEFUL_TIMEOUT": float,
-}
-
 
 def default_app() -> str:
     """The ``ASGI_APPLICATION`` setting (``project.asgi.application``, the name Daphne and
@@ -51,12 +43,16 @@ class Command(BaseCommand):
             if not setting.flag:
                 continue
             help_text = f"{setting.help} [env: {setting.env}]"
-            if isinstance(setting.default, bool):
+            if setting.type is bool:
                 parser.add_argument(
                     setting.option, action=argparse.BooleanOptionalAction, help=help_text
                 )
+            elif setting.choices:
+                parser.add_argument(
+                    setting.option, type=str.lower, choices=setting.choices, help=help_text
+                )
             else:
-                parser.add_argument(setting.option, type=_TYPES.get(setting.name), help=help_text)
+                parser.add_argument(setting.option, type=setting.type, help=help_text)
 
     def handle(self, *args: Any, **options: Any) -> None:
         flags = {
