@@ -18,6 +18,7 @@ from hybridserver.fairness import GrpcActivity, HttpAdmission
 from hybridserver.testing import LiveServer
 from hybridserver.threads import ThreadPool
 from project.catalog.grpc_gen.catalog.v1 import catalog_pb2, catalog_pb2_grpc
+from tests.conftest import SESSION_POSTGRES
 
 
 @pytest.fixture(autouse=True)
@@ -192,12 +193,18 @@ async def test_a_sync_call_blocked_on_io_stops_counting(
 @pytest.mark.parametrize(
     "view, seconds",
     # The sync view's thread cannot be cancelled: it sleeps out its time at shutdown.
-    [("/slow/", 20), ("/slow-sync/", 2)],
-    ids=["async", "sync"],
+    [
+        ("/slow/", 20),
+        ("/slow-sync/", 2),
+        pytest.param("/slow-query/", 2, marks=pytest.mark.postgres, id="query"),
+    ],
+    ids=["async", "sync", "query"],
 )
 async def test_a_view_waiting_on_io_lets_the_next_request_in(
     monkeypatch: pytest.MonkeyPatch, view: str, seconds: float
 ) -> None:
+    if view == "/slow-query/" and SESSION_POSTGRES is None:
+        pytest.skip("waits on pg_sleep: needs the PostgreSQL run (scripts/test runs it there)")
     # Only the I/O wait can let the second request in: age does not expire the first.
     monkeypatch.setattr(fairness, "EXPIRY", 3600.0)
     with override_settings(ROOT_URLCONF="tests.urls"):

@@ -1,5 +1,6 @@
 """The example project's URLs plus ``/slow/?s=N``, a request that stays in flight (and
-``/slow-sync/?s=N``, the same from a sync view blocked in its thread), the
+``/slow-sync/?s=N``, the same from a sync view blocked in its thread, and
+``/slow-query/?s=N``, from a sync view waiting on PostgreSQL's ``pg_sleep``), the
 ``/ratelimit/`` views of :mod:`tests.views_ratelimit`, and ``/backend/`` (async) and
 ``/backend-sync/``, views that query the database and name their connection."""
 
@@ -10,6 +11,7 @@ import sys
 import time
 
 from asgiref.sync import sync_to_async
+from django.db import connection
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.urls import include, path
 
@@ -32,6 +34,14 @@ def slow_sync(request: HttpRequest) -> HttpResponse:
     return HttpResponse(f"slept {seconds}")
 
 
+def slow_query(request: HttpRequest) -> HttpResponse:
+    """Like :func:`slow_sync`, waiting on a slow query (PostgreSQL only)."""
+    seconds = float(request.GET.get("s", "1"))
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT pg_sleep(%s)", [seconds])
+    return HttpResponse(f"slept {seconds}")
+
+
 async def backend(request: HttpRequest) -> JsonResponse:
     """An ORM query from an async view: ``servicers.backend()`` as JSON."""
     return JsonResponse(await sync_to_async(servicers.backend)())
@@ -44,6 +54,7 @@ def backend_sync(request: HttpRequest) -> JsonResponse:
 urlpatterns = [
     path("slow/", slow),
     path("slow-sync/", slow_sync),
+    path("slow-query/", slow_query),
     path("backend/", backend),
     path("backend-sync/", backend_sync),
     path("ratelimit/", include("tests.views_ratelimit")),
