@@ -29,6 +29,7 @@ SCENARIOS = {
     "orm": scenarios.orm,
     "streams": scenarios.streams,
     "auth": scenarios.auth,
+    "tls": scenarios.tls,
     "logging": scenarios.access_log,
     "peers": scenarios.peers,
     "lab": scenarios.lab,
@@ -43,6 +44,7 @@ DEFAULT = (
     "orm",
     "streams",
     "auth",
+    "tls",
     "logging",
     "peers",
 )

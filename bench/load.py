@@ -115,7 +115,8 @@ class Wrk(Job):
 
 
 class H2load(Job):
-    """``h2load`` sending one unary RPC: ``clients`` connections, ``streams`` each."""
+    """``h2load`` sending one unary RPC: ``clients`` connections, ``streams`` each;
+    ``scheme="https"``: over TLS (HTTP/2 by ALPN; h2load does not check the certificate)."""
 
     def __init__(
         self,
@@ -127,6 +128,7 @@ class H2load(Job):
         streams: int,
         duration: float,
         metadata: Any = (),
+        scheme: str = "http",
     ) -> None:
         body = tempfile.NamedTemporaryFile(prefix="bench-body-", delete=False)
         body.write(grpc_frame(message))
@@ -147,7 +149,7 @@ class H2load(Job):
         ]
         for name, value in metadata:
             self.command += ["-H", f"{name}: {value}"]
-        self.command.append(f"http://{target}{method}")
+        self.command.append(f"{scheme}://{target}{method}")
 
     def parse(self, output: str) -> Load:
         try:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import dataclasses
 import importlib.util
+import os
 import statistics
 import subprocess
 import time
@@ -92,6 +93,7 @@ def h2load(server: Server, method: str = ECHO, message: bytes = ECHO_MESSAGE, **
                 clients=GRPC_CLIENTS,
                 streams=GRPC_STREAMS,
                 duration=duration,
+                scheme="https" if server.ca_pem is not None else "http",
                 **kw,
             )
         ]
@@ -418,6 +420,41 @@ def auth(b: Bench) -> None:
             b.results.add(
                 section, f"{label}: {text}", load, note=f"{ratio(load, off_load):.0%} of off"
             )
+
+
+def tls(b: Bench) -> None:
+    """TLS on both servers (``--ssl-certfile``/``--ssl-keyfile``) against none, on the
+    echo RPC and the JSON view. The loads keep their connections open, so this is the
+    cost of encrypting requests and responses, not of handshakes."""
+    import tempfile
+
+    import trustme
+
+    ca = trustme.CA()
+    cert = ca.issue_cert("127.0.0.1", "localhost")
+    folder = tempfile.mkdtemp(prefix="bench-tls-")
+    certfile, keyfile = os.path.join(folder, "cert.pem"), os.path.join(folder, "key.pem")
+    cert.cert_chain_pems[0].write_to_path(certfile)
+    cert.private_key_pem.write_to_path(keyfile)
+    env = sqlite_env()
+    on = hybridserver("TLS", env, tls=(certfile, keyfile, ca.cert_pem.bytes()))
+    off = hybridserver("plain", env)
+    with servers(on, off):
+        got = b.compare(
+            [
+                ("grpc off", off, h2load(off)),
+                ("grpc on", on, h2load(on)),
+                ("http off", off, wrk(off)),
+                ("http on", on, wrk(on)),
+            ]
+        )
+    section = "TLS: echo RPC and JSON view, connections kept open"
+    for proto, label in (("grpc", "gRPC echo"), ("http", "HTTP /bench/echo")):
+        off_load, on_load = got[f"{proto} off"][0], got[f"{proto} on"][0]
+        b.results.add(section, f"{label}: plain", off_load)
+        b.results.add(
+            section, f"{label}: TLS", on_load, note=f"{ratio(on_load, off_load):.0%} of plain"
+        )
 
 
 def access_log(b: Bench) -> None:

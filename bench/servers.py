@@ -13,6 +13,7 @@ import os
 import re
 import signal
 import socket
+import ssl
 import subprocess
 import threading
 import time
@@ -28,7 +29,7 @@ PYTHON = os.path.join(REPO, ".venv", "bin", "python")
 PEERS_PYTHON = os.path.join(REPO, "bench", ".venv-peers", "bin", "python")
 
 HYBRID_READY = re.compile(
-    r"hybridserver ready: HTTP on http://(?P<http>\S+), gRPC on (?P<grpc>\S+) "
+    r"hybridserver ready: HTTP on (?P<scheme>https?)://(?P<http>\S+), gRPC on (?P<grpc>\S+) "
 )
 BARE_READY = re.compile(r"bare grpc\.aio ready: gRPC on (?P<grpc>\S+) ")
 
@@ -68,6 +69,8 @@ class Server:
         self.check_http = check_http
         self.http_url = f"http://127.0.0.1:{http_port}" if http_port else ""
         self.grpc_target = f"127.0.0.1:{grpc_port}" if grpc_port else ""
+        #: With TLS: the CA certificate (PEM) that the readiness checks trust.
+        self.ca_pem: bytes | None = None
         # The last lines only: with the access log on, a server writes thousands a second.
         self.lines: collections.deque[str] = collections.deque(maxlen=2000)
         self.process: subprocess.Popen[str] | None = None
@@ -105,7 +108,7 @@ class Server:
                     if match := self.ready_line.search(line):
                         groups = match.groupdict()
                         if groups.get("http"):
-                            self.http_url = f"http://{groups['http']}"
+                            self.http_url = f"{groups.get('scheme', 'http')}://{groups['http']}"
                         if groups.get("grpc"):
                             self.grpc_target = groups["grpc"]
             elif self._answers():
@@ -122,11 +125,15 @@ class Server:
     def _answers(self) -> bool:
         try:
             if self.check_http:
-                with urllib.request.urlopen(self.http_url + self.check_http, timeout=5) as r:
+                tls = None
+                if self.ca_pem is not None:
+                    tls = ssl.create_default_context(cadata=self.ca_pem.decode())
+                url = self.http_url + self.check_http
+                with urllib.request.urlopen(url, timeout=5, context=tls) as r:
                     if r.status != 200:
                         return False
             if self.check_grpc:
-                check_rpc(self.grpc_target, self.check_grpc, b"\n\x05hello")
+                check_rpc(self.grpc_target, self.check_grpc, b"\n\x05hello", ca_pem=self.ca_pem)
         except (OSError, grpc.RpcError):
             return False
         return True
@@ -156,9 +163,21 @@ class Server:
         self.stop()
 
 
-def check_rpc(target: str, method: str, message: bytes, metadata: Sequence = ()) -> bytes:
-    """One unary call with a real gRPC client; raises grpc.RpcError unless it is OK."""
-    with grpc.insecure_channel(target) as channel:
+def check_rpc(
+    target: str,
+    method: str,
+    message: bytes,
+    metadata: Sequence = (),
+    *,
+    ca_pem: bytes | None = None,
+) -> bytes:
+    """One unary call with a real gRPC client (over TLS, trusting ``ca_pem``, if given);
+    raises grpc.RpcError unless it is OK."""
+    if ca_pem is None:
+        channel = grpc.insecure_channel(target)
+    else:
+        channel = grpc.secure_channel(target, grpc.ssl_channel_credentials(ca_pem))
+    with channel:
         call = channel.unary_unary(method)
         return call(message, timeout=10, metadata=list(metadata) or None, wait_for_ready=False)
 
@@ -179,13 +198,23 @@ def bench_env(database_url: str, **extra: str) -> dict[str, str]:
 
 
 def hybridserver(
-    name: str, env: Mapping[str, str], *args: str, access_log: bool = False
+    name: str,
+    env: Mapping[str, str],
+    *args: str,
+    access_log: bool = False,
+    tls: tuple[str, str, bytes] | None = None,
 ) -> Server:
-    """``hybridserver run project.asgi`` on free ports; the access log off unless asked."""
+    """``hybridserver run project.asgi`` on free ports; the access log off unless asked.
+    ``tls``: (certificate file, key file, CA certificate PEM) to serve both over TLS."""
     command = [PYTHON, "-m", "hybridserver", "run", "project.asgi"]
     command += ["--port", "0", "--grpc-port", "0"]
     command += ["--access-log" if access_log else "--no-access-log", *args]
-    return Server(name, command, env, ready_line=HYBRID_READY, check_http="/bench/echo")
+    if tls is not None:
+        command += ["--ssl-certfile", tls[0], "--ssl-keyfile", tls[1]]
+    server = Server(name, command, env, ready_line=HYBRID_READY, check_http="/bench/echo")
+    if tls is not None:
+        server.ca_pem = tls[2]
+    return server
 
 
 def uvicorn(name: str, env: Mapping[str, str]) -> Server:
