@@ -424,8 +424,9 @@ def auth(b: Bench) -> None:
 
 def tls(b: Bench) -> None:
     """TLS on both servers (``--ssl-certfile``/``--ssl-keyfile``) against none, on the
-    echo RPC and the JSON view. The loads keep their connections open, so this is the
-    cost of encrypting requests and responses, not of handshakes."""
+    echo RPC and the JSON view with connections kept open (the cost of encrypting
+    requests and responses), and on the JSON view with a new connection per request
+    (``Connection: close``: a TLS handshake each)."""
     import tempfile
 
     import trustme
@@ -446,15 +447,25 @@ def tls(b: Bench) -> None:
                 ("grpc on", on, h2load(on)),
                 ("http off", off, wrk(off)),
                 ("http on", on, wrk(on)),
+                ("close off", off, wrk(off, connections=CLOSE_CONNECTIONS, headers=CLOSE)),
+                ("close on", on, wrk(on, connections=CLOSE_CONNECTIONS, headers=CLOSE)),
             ]
         )
-    section = "TLS: echo RPC and JSON view, connections kept open"
-    for proto, label in (("grpc", "gRPC echo"), ("http", "HTTP /bench/echo")):
-        off_load, on_load = got[f"{proto} off"][0], got[f"{proto} on"][0]
+    section = "TLS: echo RPC and JSON view"
+    for case, label in (
+        ("grpc", "gRPC echo"),
+        ("http", "HTTP /bench/echo"),
+        ("close", f"HTTP /bench/echo, a connection per request ({CLOSE_CONNECTIONS} at once)"),
+    ):
+        off_load, on_load = got[f"{case} off"][0], got[f"{case} on"][0]
         b.results.add(section, f"{label}: plain", off_load)
         b.results.add(
             section, f"{label}: TLS", on_load, note=f"{ratio(on_load, off_load):.0%} of plain"
         )
+
+
+CLOSE = [("connection", "close")]
+CLOSE_CONNECTIONS = 20
 
 
 def access_log(b: Bench) -> None:
