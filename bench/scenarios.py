@@ -9,6 +9,7 @@ import importlib.util
 import os
 import statistics
 import subprocess
+import tempfile
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import ExitStack, contextmanager
@@ -422,14 +423,17 @@ def auth(b: Bench) -> None:
             )
 
 
+#: A new connection for every request: the header, and how many wrk keeps going at once.
+CLOSE = [("connection", "close")]
+CLOSE_CONNECTIONS = 20
+
+
 def tls(b: Bench) -> None:
     """TLS on both servers (``--ssl-certfile``/``--ssl-keyfile``) against none, on the
     echo RPC and the JSON view with connections kept open (the cost of encrypting
     requests and responses), and on the JSON view with a new connection per request
     (``Connection: close``: a TLS handshake each)."""
-    import tempfile
-
-    import trustme
+    import trustme  # a test dependency, as the bench's other Python packages are
 
     ca = trustme.CA()
     cert = ca.issue_cert("127.0.0.1", "localhost")
@@ -462,10 +466,6 @@ def tls(b: Bench) -> None:
         b.results.add(
             section, f"{label}: TLS", on_load, note=f"{ratio(on_load, off_load):.0%} of plain"
         )
-
-
-CLOSE = [("connection", "close")]
-CLOSE_CONNECTIONS = 20
 
 
 def access_log(b: Bench) -> None:

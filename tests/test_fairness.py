@@ -194,11 +194,10 @@ async def test_a_sync_call_blocked_on_io_stops_counting(
     "view, seconds",
     # The sync view's thread cannot be cancelled: it sleeps out its time at shutdown.
     [
-        ("/slow/", 20),
-        ("/slow-sync/", 2),
+        pytest.param("/slow/", 20, id="async"),
+        pytest.param("/slow-sync/", 2, id="sync"),
         pytest.param("/slow-query/", 2, marks=pytest.mark.postgres, id="query"),
     ],
-    ids=["async", "sync", "query"],
 )
 async def test_a_view_waiting_on_io_lets_the_next_request_in(
     monkeypatch: pytest.MonkeyPatch, view: str, seconds: float
