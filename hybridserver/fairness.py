@@ -87,9 +87,10 @@ class _Ticket:
         self.cpu_mark: float | None = None
         self.busy_at = admitted
 
-    def idle(self, now: float, since: float) -> bool:
-        """Whether the request has been waiting on I/O since ``since``: no sync call
-        running or queued, or one running without using the CPU."""
+    def idle(self, now: float) -> bool:
+        """Whether the request has been waiting on I/O for ``IDLE`` seconds: no sync
+        call running or queued, or one running without using the CPU."""
+        since = now - IDLE
         work = self.work
         if work is None:
             return False
@@ -232,7 +233,6 @@ class HttpAdmission:
         tickets = self._tickets
         while tickets and (not tickets[0].active or tickets[0].admitted < deadline):
             self.leave(tickets.popleft())
-        idle_since = now - IDLE
         for ticket in list(tickets):
-            if ticket.active and ticket.idle(now, idle_since):
+            if ticket.active and ticket.idle(now):
                 self.leave(ticket)

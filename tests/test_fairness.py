@@ -5,8 +5,11 @@ waiting on I/O, stop counting."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import threading
 import time
+from collections.abc import AsyncIterator
+from typing import Any
 
 import grpc
 import httpx
@@ -16,7 +19,7 @@ from django.test import override_settings
 from hybridserver import fairness
 from hybridserver.fairness import GrpcActivity, HttpAdmission
 from hybridserver.testing import LiveServer
-from hybridserver.threads import ThreadPool
+from hybridserver.threads import Lease, ThreadPool
 from project.catalog.grpc_gen.catalog.v1 import catalog_pb2, catalog_pb2_grpc
 from tests.conftest import SESSION_POSTGRES
 
@@ -105,7 +108,12 @@ async def test_a_slow_request_stops_counting(monkeypatch: pytest.MonkeyPatch) ->
     assert admission.in_flight == 0
 
 
-async def test_a_request_waiting_on_io_stops_counting(monkeypatch: pytest.MonkeyPatch) -> None:
+@contextlib.asynccontextmanager
+async def a_request_and_a_waiter() -> AsyncIterator[
+    tuple[HttpAdmission, Any, Lease, asyncio.Task[Any]]
+]:
+    """A request in flight under a limit of 1, with its thread lease as its work, and a
+    second request waiting for its turn."""
     pool = ThreadPool(1)
     admission = HttpAdmission()
     admission.limit = 1
@@ -114,80 +122,78 @@ async def test_a_request_waiting_on_io_stops_counting(monkeypatch: pytest.Monkey
     ticket.work = context.lease
     waiter = asyncio.create_task(admission.enter())
     await asyncio.sleep(0)
-    monkeypatch.setattr(fairness, "EXPIRY", 3600.0)
-    monkeypatch.setattr(fairness, "IDLE", 0.0)
+    try:
+        yield admission, ticket, context.lease, waiter
+    finally:
+        context.lease.release()
+        pool.shutdown(10)
 
-    # A sync call of its own is running on its thread and using the CPU: the request
-    # is working, however often the probe looks.
-    running, finish = threading.Event(), threading.Event()
 
-    def burn() -> None:
-        running.set()
-        while not finish.is_set():
-            sum(range(1000))
+async def test_a_request_waiting_on_io_stops_counting(monkeypatch: pytest.MonkeyPatch) -> None:
+    async with a_request_and_a_waiter() as (admission, ticket, lease, waiter):
+        monkeypatch.setattr(fairness, "EXPIRY", 3600.0)
+        monkeypatch.setattr(fairness, "IDLE", 0.0)
 
-    call = asyncio.get_running_loop().run_in_executor(context.lease, burn)
-    assert await asyncio.to_thread(running.wait, 10)
-    for _ in range(5):
-        await asyncio.to_thread(time.sleep, 0.02)  # the thread gets 20 ms of CPU
+        # A sync call of its own is running on its thread and using the CPU: the request
+        # is working, however often the probe looks.
+        running, finish = threading.Event(), threading.Event()
+
+        def burn() -> None:
+            running.set()
+            while not finish.is_set():
+                sum(range(1000))
+
+        call = asyncio.get_running_loop().run_in_executor(lease, burn)
+        assert await asyncio.to_thread(running.wait, 10)
+        for _ in range(5):
+            await asyncio.to_thread(time.sleep, 0.02)  # the thread gets 20 ms of CPU
+            admission._expire()
+            assert not waiter.done()
+        finish.set()
+        await call
+        # The call is done: still counting until IDLE has passed without another one.
+        monkeypatch.setattr(fairness, "IDLE", 3600.0)
         admission._expire()
         assert not waiter.done()
-    finish.set()
-    await call
-    # The call is done: still counting until IDLE has passed without another one.
-    monkeypatch.setattr(fairness, "IDLE", 3600.0)
-    admission._expire()
-    assert not waiter.done()
-    monkeypatch.setattr(fairness, "IDLE", 0.0)
-    admission._expire()
-    admitted = await asyncio.wait_for(waiter, 1)
-    admission.leave(ticket)  # finishing late does not count twice
-    assert admission.in_flight == 1
-    admission.leave(admitted)
-    context.lease.release()
-    pool.shutdown(10)
+        monkeypatch.setattr(fairness, "IDLE", 0.0)
+        admission._expire()
+        admitted = await asyncio.wait_for(waiter, 1)
+        admission.leave(ticket)  # finishing late does not count twice
+        assert admission.in_flight == 1
+        admission.leave(admitted)
 
 
 async def test_a_sync_call_blocked_on_io_stops_counting(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    pool = ThreadPool(1)
-    admission = HttpAdmission()
-    admission.limit = 1
-    ticket = await admission.enter()
-    context = pool.request_context()
-    ticket.work = context.lease
-    waiter = asyncio.create_task(admission.enter())
-    await asyncio.sleep(0)
-    monkeypatch.setattr(fairness, "EXPIRY", 3600.0)
+    async with a_request_and_a_waiter() as (admission, ticket, lease, waiter):
+        monkeypatch.setattr(fairness, "EXPIRY", 3600.0)
 
-    # The call is running but blocked (a slow query, say): its thread uses no CPU.
-    blocked, finish = threading.Event(), threading.Event()
+        # The call is running but blocked (a slow query, say): its thread uses no CPU.
+        blocked, finish = threading.Event(), threading.Event()
 
-    def wait() -> None:
-        blocked.set()
-        finish.wait(10)
+        def wait() -> None:
+            blocked.set()
+            finish.wait(10)
 
-    call = asyncio.get_running_loop().run_in_executor(context.lease, wait)
-    assert await asyncio.to_thread(blocked.wait, 10)
-    # Not for IDLE yet: still counting.
-    monkeypatch.setattr(fairness, "IDLE", 3600.0)
-    for _ in range(3):
+        call = asyncio.get_running_loop().run_in_executor(lease, wait)
+        assert await asyncio.to_thread(blocked.wait, 10)
+        # Not for IDLE yet: still counting.
+        monkeypatch.setattr(fairness, "IDLE", 3600.0)
+        for _ in range(3):
+            admission._expire()
+            await asyncio.sleep(0.005)
+        assert not waiter.done()
+        # Blocked for longer than IDLE: it stops counting, and the next request is let in.
+        monkeypatch.setattr(fairness, "IDLE", 0.0)
         admission._expire()
-        await asyncio.sleep(0.005)
-    assert not waiter.done()
-    # Blocked for longer than IDLE: it stops counting, and the next request is let in.
-    monkeypatch.setattr(fairness, "IDLE", 0.0)
-    admission._expire()
-    admitted = await asyncio.wait_for(waiter, 1)
-    assert not call.done()
-    finish.set()
-    await call
-    admission.leave(ticket)
-    assert admission.in_flight == 1
-    admission.leave(admitted)
-    context.lease.release()
-    pool.shutdown(10)
+        admitted = await asyncio.wait_for(waiter, 1)
+        assert not call.done()
+        finish.set()
+        await call
+        admission.leave(ticket)
+        assert admission.in_flight == 1
+        admission.leave(admitted)
 
 
 @pytest.mark.parametrize(
