@@ -39,6 +39,9 @@ class Load:
     #: Server CPU time (all threads) per completed request, microseconds: unlike
     #: throughput, it holds when other processes share the machine.
     cpu_us: float = float("nan")
+    #: Context switches of the server's threads per completed request: how often work
+    #: passes between threads (each switch costs CPU and cache), whatever the speed.
+    switches: float = float("nan")
 
     @staticmethod
     def median(runs: Sequence[Load]) -> Load:
@@ -50,6 +53,7 @@ class Load:
             requests=sum(r.requests for r in runs),
             errors=sum(r.errors for r in runs),
             cpu_us=statistics.median(r.cpu_us for r in runs),
+            switches=statistics.median(r.switches for r in runs),
         )
 
 
@@ -191,16 +195,37 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+_SWITCHES = ("voluntary_ctxt_switches:", "nonvoluntary_ctxt_switches:")
+
+
+def context_switches(pid: int) -> int:
+    """Context switches, voluntary and not, of a process's live threads."""
+    total = 0
+    for task in os.listdir(f"/proc/{pid}/task"):
+        try:
+            with open(f"/proc/{pid}/task/{task}/status") as status:
+                for line in status:
+                    if line.startswith(_SWITCHES):
+                        total += int(line.split()[1])
+        except FileNotFoundError:
+            pass  # the thread ended
+    return total
+
+
 def run(*jobs: Job, pid: int | None = None) -> list[Load]:
     """Start the jobs together (a mixed load) and wait for all of them. With ``pid``,
-    each result carries that process's CPU time per request of the whole run."""
-    before = cpu_seconds(pid) if pid else 0.0
+    each result carries that process's CPU time and context switches per request of
+    the whole run."""
+    cpu_before = cpu_seconds(pid) if pid else 0.0
+    switches_before = context_switches(pid) if pid else 0
     for job in jobs:
         job.start()
     loads = [job.result() for job in jobs]
     if pid:
         requests = sum(load.requests for load in loads)
-        cpu = (cpu_seconds(pid) - before) * 1e6 / requests if requests else float("nan")
-        for load in loads:
-            load.cpu_us = cpu
+        if requests:
+            cpu = (cpu_seconds(pid) - cpu_before) * 1e6 / requests
+            switches = (context_switches(pid) - switches_before) / requests
+            for load in loads:
+                load.cpu_us, load.switches = cpu, switches
     return loads

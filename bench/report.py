@@ -71,13 +71,14 @@ class Results:
     def table(self) -> str:
         """The results as a Markdown table (readable as plain text too)."""
         lines = [
-            "| scenario | server | req/s | p50 ms | p99 ms | errors | CPU us/req | note |",
-            "|---|---|---:|---:|---:|---:|---:|---|",
+            "| scenario | server | req/s | p50 ms | p99 ms | errors | CPU us/req "
+            "| switches/req | note |",
+            "|---|---|---:|---:|---:|---:|---:|---:|---|",
         ]
         for row in self.rows:
             load = row.load
             if load is None:
-                figures = ["", "", "", "", ""]
+                figures = ["", "", "", "", "", ""]
             else:
                 figures = [
                     f"{load.rps:,.0f}",
@@ -85,6 +86,7 @@ class Results:
                     f"{load.p99_ms:.1f}",
                     str(load.errors),
                     "" if math.isnan(load.cpu_us) else f"{load.cpu_us:.0f}",
+                    "" if math.isnan(load.switches) else f"{load.switches:.1f}",
                 ]
             lines.append(f"| {row.section} | {row.name} | {' | '.join(figures)} | {row.note} |")
         lines += ["", "| target | measured | limit | result |", "|---|---:|---:|---|"]

@@ -84,15 +84,23 @@ class Bench:
         return statistics.median(self.round_shares(a, job, b, job))
 
 
-def h2load(server: Server, method: str = ECHO, message: bytes = ECHO_MESSAGE, **kw):
+def h2load(
+    server: Server,
+    method: str = ECHO,
+    message: bytes = ECHO_MESSAGE,
+    *,
+    clients: int = GRPC_CLIENTS,
+    streams: int = GRPC_STREAMS,
+    **kw,
+):
     def jobs(duration: float) -> list[Job]:
         return [
             H2load(
                 server.grpc_target,
                 method,
                 message,
-                clients=GRPC_CLIENTS,
-                streams=GRPC_STREAMS,
+                clients=clients,
+                streams=streams,
                 duration=duration,
                 scheme="https" if server.ca_pem is not None else "http",
                 **kw,
@@ -516,7 +524,8 @@ SOCIO_PREFIX = "/bench.socio_bench.BenchServiceController"
 
 
 def peers(b: Bench) -> None:
-    """hybridserver against django-grpc and django-socio-grpc, the same RPCs on each."""
+    """hybridserver against django-grpc and django-socio-grpc, the same RPCs on each,
+    under the usual load and, for the echo, one RPC at a time."""
     env = sqlite_env()
     try:
         djg, socio = django_grpc("django-grpc", env), socio_grpc("django-socio-grpc", env)
@@ -526,6 +535,7 @@ def peers(b: Bench) -> None:
     djg.check_grpc = "/bench.Bench/EchoSync"  # its sync server cannot run async def
     socio.check_grpc = f"{SOCIO_PREFIX}/Echo"
     hs = hybridserver("hybridserver", env)
+    single = {"clients": 1, "streams": 1}
     with servers(hs, djg, socio):
         got = b.compare(
             [
@@ -537,6 +547,11 @@ def peers(b: Bench) -> None:
                 ("orm hs-def", hs, h2load(hs, "/bench.Bench/GetBookSync", GET_BOOK_1)),
                 ("orm djg", djg, h2load(djg, "/bench.Bench/GetBookSync", GET_BOOK_1)),
                 ("orm socio", socio, h2load(socio, f"{SOCIO_PREFIX}/GetBook", GET_BOOK_1)),
+                # One RPC at a time: the latency of a single call, no concurrency.
+                ("single hs", hs, h2load(hs, **single)),
+                ("single hs-def", hs, h2load(hs, "/bench.Bench/EchoSync", **single)),
+                ("single djg", djg, h2load(djg, "/bench.Bench/EchoSync", **single)),
+                ("single socio", socio, h2load(socio, f"{SOCIO_PREFIX}/Echo", **single)),
             ]
         )
     names = {
@@ -560,6 +575,16 @@ def peers(b: Bench) -> None:
                 ">=",
                 "x",
             )
+    # Reported, not a target: the targets are for the load every other comparison uses.
+    section = "peers: unary echo, one RPC at a time (h2load 1 connection x 1 stream)"
+    alike = {"hs-def": ("djg", "django-grpc"), "hs": ("socio", "django-socio-grpc")}
+    for key, name in names.items():
+        load = got[f"single {key}"][0]
+        note = ""
+        if key in alike:
+            peer, peer_name = alike[key]
+            note = f"{ratio(load, got[f'single {peer}'][0]):.2f}x {peer_name}"
+        b.results.add(section, name, load, note=note)
 
 
 def lab(b: Bench) -> None:
