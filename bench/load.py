@@ -198,26 +198,28 @@ def cpu_seconds(pid: int) -> float:
 _SWITCHES = ("voluntary_ctxt_switches:", "nonvoluntary_ctxt_switches:")
 
 
-def context_switches(pid: int) -> int:
-    """Context switches, voluntary and not, of a process's live threads."""
-    total = 0
+def context_switches(pid: int) -> dict[str, int]:
+    """Context switches, voluntary and not, of each live thread of a process."""
+    counts = {}
     for task in os.listdir(f"/proc/{pid}/task"):
         try:
             with open(f"/proc/{pid}/task/{task}/status") as status:
-                for line in status:
-                    if line.startswith(_SWITCHES):
-                        total += int(line.split()[1])
+                counts[task] = sum(
+                    int(line.split()[1]) for line in status if line.startswith(_SWITCHES)
+                )
         except FileNotFoundError:
             pass  # the thread ended
-    return total
+    return counts
 
 
-def run(*jobs: Job, pid: int | None = None) -> list[Load]:
+def run(*jobs: Job, pid: int | None = None, steady_threads: bool = True) -> list[Load]:
     """Start the jobs together (a mixed load) and wait for all of them. With ``pid``,
-    each result carries that process's CPU time and context switches per request of
-    the whole run."""
+    each result carries that process's CPU time per request of the whole run, and its
+    context switches per request if its threads all lasted the run (Linux counts them
+    per thread; an ended thread's are gone): ``steady_threads=False`` for a process
+    that starts and ends threads as it serves."""
     cpu_before = cpu_seconds(pid) if pid else 0.0
-    switches_before = context_switches(pid) if pid else 0
+    switches_before = context_switches(pid) if pid else {}
     for job in jobs:
         job.start()
     loads = [job.result() for job in jobs]
@@ -225,7 +227,10 @@ def run(*jobs: Job, pid: int | None = None) -> list[Load]:
         requests = sum(load.requests for load in loads)
         if requests:
             cpu = (cpu_seconds(pid) - cpu_before) * 1e6 / requests
-            switches = (context_switches(pid) - switches_before) / requests
+            switches_after = context_switches(pid)
+            switches = float("nan")
+            if steady_threads and switches_before.keys() <= switches_after.keys():
+                switches = (sum(switches_after.values()) - sum(switches_before.values())) / requests
             for load in loads:
                 load.cpu_us, load.switches = cpu, switches
     return loads

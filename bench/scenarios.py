@@ -65,7 +65,9 @@ class Bench:
         for round_ in range(self.rounds):
             order = contenders if round_ % 2 == 0 else list(reversed(contenders))
             for name, server, jobs in order:
-                runs[name].append(run(*jobs(self.duration), pid=server.pid))
+                runs[name].append(
+                    run(*jobs(self.duration), pid=server.pid, steady_threads=server.steady_threads)
+                )
         self.last_runs = runs
         return {
             name: [Load.median([r[i] for r in rounds]) for i in range(len(rounds[0]))]

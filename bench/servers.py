@@ -71,6 +71,9 @@ class Server:
         self.grpc_target = f"127.0.0.1:{grpc_port}" if grpc_port else ""
         #: With TLS: the CA certificate (PEM) that the readiness checks trust.
         self.ca_pem: bytes | None = None
+        #: Whether the process keeps its threads: context switches are read per live
+        #: thread, so those of a thread that ends during a run are lost.
+        self.steady_threads = True
         # The last lines only: with the access log on, a server writes thousands a second.
         self.lines: collections.deque[str] = collections.deque(maxlen=2000)
         self.process: subprocess.Popen[str] | None = None
@@ -223,7 +226,9 @@ def uvicorn(name: str, env: Mapping[str, str]) -> Server:
     port = free_port()
     command = [PYTHON, "-m", "uvicorn", "project.asgi:application", "--port", str(port)]
     command += ["--no-access-log", "--lifespan", "off", "--loop", "uvloop", "--http", "httptools"]
-    return Server(name, command, env, http_port=port, check_grpc=None, check_http="/bench/echo")
+    server = Server(name, command, env, http_port=port, check_grpc=None, check_http="/bench/echo")
+    server.steady_threads = False  # Django's default: a new thread for each request's sync code
+    return server
 
 
 def bare_grpc(name: str, env: Mapping[str, str]) -> Server:
