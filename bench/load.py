@@ -13,13 +13,14 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import os
 import re
 import statistics
 import struct
 import subprocess
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -53,8 +54,14 @@ class Load:
             requests=sum(r.requests for r in runs),
             errors=sum(r.errors for r in runs),
             cpu_us=statistics.median(r.cpu_us for r in runs),
-            switches=statistics.median(r.switches for r in runs),
+            switches=_median_known(r.switches for r in runs),
         )
+
+
+def _median_known(values: Iterable[float]) -> float:
+    """The median of the values that were measured (not NaN); NaN if none was."""
+    known = [value for value in values if not math.isnan(value)]
+    return statistics.median(known) if known else float("nan")
 
 
 def grpc_frame(message: bytes) -> bytes:
