@@ -12,7 +12,7 @@ from typing import Any
 
 import grpc
 from grpc_health.v1 import health_pb2_grpc
-from grpc_reflection.v1alpha import reflection
+from grpc_reflection.v1alpha import reflection, reflection_pb2_grpc
 
 from hybridserver.config import Config, format_address, import_setting
 from hybridserver.fairness import GrpcActivity
@@ -66,7 +66,7 @@ class MethodTable(grpc.GenericRpcHandler):
 
 class _TableServer:
     """A server for a generated ``add_*_to_server`` function whose methods go into the
-    method table as they are, not adapted (hybridserver's own health service)."""
+    method table as they are, not adapted (the health and reflection services)."""
 
     def __init__(self, server: grpc.aio.Server, table: MethodTable) -> None:
         self._server = server
@@ -207,6 +207,11 @@ class GrpcServer:
                 ) from exc
         self.service_names = list(registry.service_names)
 
+        # Health and reflection go into the method table too, so that grpc.aio keeps a
+        # single pending request for the next call. When the server stops, grpc.aio
+        # cancels those of its pending requests it has not yet seen complete; with more
+        # than one, a call that gRPC core had just matched to one of them would be left
+        # unanswered until the grace period ends.
         if config.grpc_health:
             self.health = HealthServicer()
             health_pb2_grpc.add_HealthServicer_to_server(
@@ -216,7 +221,10 @@ class GrpcServer:
             self.service_names.append(HEALTH_SERVICE)
         if config.grpc_reflection:
             self.service_names.append(reflection.SERVICE_NAME)
-            reflection.enable_server_reflection(self.service_names, server)
+            reflection_pb2_grpc.add_ServerReflectionServicer_to_server(
+                reflection.aio.ReflectionServicer(self.service_names),
+                _TableServer(server, table),  # type: ignore[arg-type]
+            )
 
         host = config.effective_grpc_host
         address = format_address(host, config.grpc_port)
