@@ -210,7 +210,7 @@ class GrpcServer:
         # Health and reflection go into the method table too, so that grpc.aio keeps a
         # single pending request for the next call. When the server stops, grpc.aio
         # cancels those of its pending requests it has not yet seen complete; with more
-        # than one, a call that gRPC core had just matched to one of them would be left
+        # than one, a call that gRPC core had just matched to one of them could be left
         # unanswered until the grace period ends.
         if config.grpc_health:
             self.health = HealthServicer()
