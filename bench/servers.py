@@ -212,11 +212,10 @@ def hybridserver(
     command = [PYTHON, "-m", "hybridserver", "run", "project.asgi"]
     command += ["--port", "0", "--grpc-port", "0"]
     command += ["--access-log" if access_log else "--no-access-log", *args]
-    if tls is not None:
-        command += ["--ssl-certfile", tls[0], "--ssl-keyfile", tls[1]]
     server = Server(name, command, env, ready_line=HYBRID_READY, check_http="/bench/echo")
     if tls is not None:
-        server.ca_pem = tls[2]
+        certfile, keyfile, server.ca_pem = tls
+        server.command += ["--ssl-certfile", certfile, "--ssl-keyfile", keyfile]
     return server
 
 

@@ -212,18 +212,15 @@ class GrpcServer:
         # cancels those of its pending requests it has not yet seen complete; with more
         # than one, a call that gRPC core had just matched to one of them could be left
         # unanswered until the grace period ends.
+        as_is: Any = _TableServer(server, table)
         if config.grpc_health:
             self.health = HealthServicer()
-            health_pb2_grpc.add_HealthServicer_to_server(
-                self.health,
-                _TableServer(server, table),  # type: ignore[arg-type]
-            )
+            health_pb2_grpc.add_HealthServicer_to_server(self.health, as_is)
             self.service_names.append(HEALTH_SERVICE)
         if config.grpc_reflection:
             self.service_names.append(reflection.SERVICE_NAME)
             reflection_pb2_grpc.add_ServerReflectionServicer_to_server(
-                reflection.aio.ReflectionServicer(self.service_names),
-                _TableServer(server, table),  # type: ignore[arg-type]
+                reflection.aio.ReflectionServicer(self.service_names), as_is
             )
 
         host = config.effective_grpc_host
