@@ -13,6 +13,7 @@ import httpx
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from hybridserver.grpc.server import SETTLE
 from hybridserver.testing import LiveServer, ServerProcess
 from tests.conftest import method
 from tests.processes import (
@@ -26,6 +27,7 @@ from tests.processes import (
     wait_for_exit,
     wait_for_line,
 )
+from tests.servicers import release
 
 pytestmark = pytest.mark.slow
 
@@ -258,3 +260,37 @@ async def test_second_signal_forces_exit(server_process, second: signal.Signals)
     for name in ("Sleep", "SleepSync0", "SleepStream"):
         assert isinstance(done[name], grpc.aio.AioRpcError), done[name]
     assert isinstance(done["http"], httpx.HTTPError) or done["http"].status_code == 500
+
+
+async def silent_connection(target: str) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+    """An HTTP/2 connection to ``target`` whose client, once the server's SETTINGS frame
+    has come, reads and answers nothing more: a peer gone without closing."""
+    host, _, port = target.rpartition(":")
+    reader, writer = await asyncio.open_connection(host, int(port))
+    empty_settings = bytes([0, 0, 0, 4, 0, 0, 0, 0, 0])
+    writer.write(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n" + empty_settings)
+    frame_header = await asyncio.wait_for(reader.readexactly(9), 10)
+    assert frame_header[3] == 4, frame_header  # SETTINGS: the connection is up
+    return reader, writer
+
+
+async def test_stop_waits_for_rpcs_not_for_silent_connections(server, channel) -> None:
+    """A graceful stop lasts as long as the RPCs in flight, and then ends: it does not
+    wait for a connection that never answers the PING of gRPC's GOAWAY (gRPC would
+    wait 20 s for it)."""
+    reader, writer = await silent_connection(server.grpc_target)
+    held = channel.unary_stream(method("Hold"))(b"stop-waits", timeout=30)
+    assert await held.read() == b"held"
+
+    stopping = asyncio.ensure_future(server.app.grpc.stop())
+    # Past the time gRPC gets after the last RPC, the held one is still waited for...
+    done, _ = await asyncio.wait({stopping}, timeout=SETTLE + 1)
+    assert not done
+    release(b"stop-waits")
+    assert await held.read() == b"released"
+    assert await held.code() == grpc.StatusCode.OK
+    # ...and once it has ended, the stop ends too, with the silent connection closed.
+    await asyncio.wait_for(stopping, 10)
+    await asyncio.wait_for(reader.read(), 10)  # up to the end of the stream
+    assert reader.at_eof()
+    writer.close()
