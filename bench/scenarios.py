@@ -225,15 +225,42 @@ def mixed_sync_io(b: Bench) -> None:
     _mixed(b, io, section, "mixed_sync_io", targets=False)
 
 
-def _mixed(b: Bench, http_load, section: str, key: str, *, targets: bool) -> None:
+STREAM_MESSAGES, STREAM_CLIENTS, STREAM_STREAMS = 500, 1, 4
+STREAM_LOAD = (
+    f"h2load {STREAM_CLIENTS} connection x {STREAM_STREAMS} server streams"
+    f" of {STREAM_MESSAGES} messages"
+)
+
+
+def mixed_stream(b: Bench) -> None:
+    """The same with gRPC server streams (``Ticks``, 500 messages each, four at a time):
+    the loop stays busy with gRPC work while few RPCs start."""
+
+    def ticks(server: Server):
+        message = str(STREAM_MESSAGES).encode()
+        return h2load(
+            server,
+            "/bench.Bench/Ticks",
+            message,
+            clients=STREAM_CLIENTS,
+            streams=STREAM_STREAMS,
+        )
+
+    section = f"mixed, gRPC server streams: {HTTP_LOAD} + {STREAM_LOAD}"
+    _mixed(b, wrk, section, "mixed_stream", targets=False, grpc_load=ticks)
+
+
+def _mixed(
+    b: Bench, http_load, section: str, key: str, *, targets: bool, grpc_load=h2load
+) -> None:
     env = sqlite_env()
     on = hybridserver("fairness on", env)
     off = hybridserver("fairness off", env, "--no-loop-fairness")
     with servers(on, off):
         got = b.compare(
-            [(f"{s.name}: gRPC", s, h2load(s)) for s in (on, off)]
+            [(f"{s.name}: gRPC", s, grpc_load(s)) for s in (on, off)]
             + [(f"{s.name}: HTTP", s, http_load(s)) for s in (on, off)]
-            + [(f"{s.name}: mixed", s, both(http_load(s), h2load(s))) for s in (on, off)]
+            + [(f"{s.name}: mixed", s, both(http_load(s), grpc_load(s))) for s in (on, off)]
         )
     for server in (on, off):
         name = server.name

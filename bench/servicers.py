@@ -5,7 +5,9 @@
 - ``GetBookAsync`` / ``GetBookSync``: read one row with the async ORM or the sync ORM,
   ``catalog.v1.GetBookRequest`` in, ``catalog.v1.Book`` out;
 - ``Hold``: a server stream that sends one message and then stays open until the client
-  goes away, for memory per open stream.
+  goes away, for memory per open stream;
+- ``Ticks``: a server stream of as many 16-byte messages as the request says (``b"500"``),
+  sent as fast as the client takes them.
 
 ``register(server)`` adds them to hybridserver, a bare ``grpc.aio`` server or any server
 that takes ``add_generic_rpc_handlers``.
@@ -51,6 +53,14 @@ async def hold(request: bytes, context: Any) -> AsyncIterator[bytes]:
     await asyncio.Event().wait()
 
 
+async def ticks(request: bytes, context: Any) -> AsyncIterator[bytes]:
+    for _ in range(int(request)):
+        yield TICK
+
+
+TICK = b"t" * 16
+
+
 def _book_handler(behavior: Any) -> grpc.RpcMethodHandler:
     return grpc.unary_unary_rpc_method_handler(
         behavior,
@@ -65,6 +75,7 @@ HANDLERS = {
     "GetBookAsync": _book_handler(get_book_async),
     "GetBookSync": _book_handler(get_book_sync),
     "Hold": grpc.unary_stream_rpc_method_handler(hold),
+    "Ticks": grpc.unary_stream_rpc_method_handler(ticks),
 }
 
 
