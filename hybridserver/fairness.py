@@ -20,8 +20,9 @@ is raised again, one at a time. A request that waits does so before Django, hold
 thread and no database connection, in arrival order. So:
 
 - an idle or I/O-bound loop has short iterations: no limit applies;
-- a loop kept busy by HTTP alone is not limited either: no RPC has started for
-  ``GRPC_IDLE`` seconds, so there is nothing to make room for (:class:`GrpcActivity`);
+- a loop kept busy by HTTP alone is not limited either: no RPC has started and no
+  stream has moved a message for ``GRPC_IDLE`` seconds, so there is nothing to make
+  room for (:class:`GrpcActivity`);
 - gRPC keeps enough iterations to make progress.
 
 A request stops counting toward the limit, so that requests that do not load the loop
@@ -58,7 +59,8 @@ IDLE = 0.020
 #: A running sync call whose thread uses less CPU than this in ``IDLE`` is waiting on
 #: I/O (seconds).
 IDLE_CPU = 0.001
-#: With no RPC started for this long (seconds), gRPC is idle and HTTP is not limited.
+#: With no RPC started and no stream message for this long (seconds), gRPC is idle and
+#: HTTP is not limited.
 GRPC_IDLE = 0.25
 
 _UNLIMITED = 1 << 30
@@ -111,15 +113,16 @@ class _Ticket:
 
 
 class GrpcActivity:
-    """What the gRPC side tells admission control: each RPC adds one to ``started``
-    when its handler begins (:mod:`hybridserver.grpc.handlers`). RPCs are counted as
-    they start, not while they last, so a stream left open and quiet (a health
-    ``Watch``) does not hold HTTP back."""
+    """What the gRPC side tells admission control: ``progress`` goes up by one when an
+    RPC's handler begins and for each message a stream sends or receives
+    (:mod:`hybridserver.grpc.handlers`). Work is counted as it happens, not while an
+    RPC lasts, so a stream left open and quiet (a health ``Watch``) does not hold HTTP
+    back, and a busy one does not go unseen however long it lasts."""
 
-    __slots__ = ("started",)
+    __slots__ = ("progress",)
 
     def __init__(self) -> None:
-        self.started = 0
+        self.progress = 0
 
 
 class HttpAdmission:
@@ -127,7 +130,7 @@ class HttpAdmission:
     after. Create it inside the running loop, or let ``enter()`` find the loop.
 
     ``grpc``: the activity of the gRPC server sharing the loop; HTTP is limited only
-    while RPCs keep starting. Without it, HTTP is limited whenever iterations are long.
+    while gRPC keeps working. Without it, HTTP is limited whenever iterations are long.
     """
 
     def __init__(self, grpc: GrpcActivity | None = None) -> None:
@@ -213,8 +216,8 @@ class HttpAdmission:
         if self.grpc is None:
             return False
         now = time.monotonic()
-        if self.grpc.started != self._grpc_seen:
-            self._grpc_seen = self.grpc.started
+        if self.grpc.progress != self._grpc_seen:
+            self._grpc_seen = self.grpc.progress
             self._grpc_seen_at = now
         return now - self._grpc_seen_at >= GRPC_IDLE
 

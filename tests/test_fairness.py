@@ -21,7 +21,7 @@ from hybridserver.fairness import GrpcActivity, HttpAdmission
 from hybridserver.testing import LiveServer
 from hybridserver.threads import Lease, ThreadPool
 from project.catalog.grpc_gen.catalog.v1 import catalog_pb2, catalog_pb2_grpc
-from tests.conftest import SESSION_POSTGRES
+from tests.conftest import SESSION_POSTGRES, method
 
 
 @pytest.fixture(autouse=True)
@@ -254,7 +254,7 @@ async def test_http_alone_is_not_limited(monkeypatch: pytest.MonkeyPatch) -> Non
     tickets.append(await asyncio.wait_for(waiting, 1))
     # An RPC starts: the limit comes back at the next long iteration.
     monkeypatch.setattr(fairness, "GRPC_IDLE", 3600.0)
-    activity.started += 1
+    activity.progress += 1
     admission._adjust(iteration=10 * fairness.TARGET_HIGH)
     assert admission.limit == 9 * 3 // 4
     for ticket in tickets:
@@ -265,11 +265,45 @@ async def test_every_rpc_start_is_counted() -> None:
     async with LiveServer("project.asgi", loop_fairness=True) as live:
         activity = live.app.admission.grpc
         assert activity is not None
-        before = activity.started
+        before = activity.progress
         async with grpc.aio.insecure_channel(live.grpc_target) as channel:
             books = catalog_pb2_grpc.BookServiceStub(channel)
             for _ in range(3):
                 # Without a key: refused, but started all the same.
                 with pytest.raises(grpc.aio.AioRpcError):
                     await books.GetBook(catalog_pb2.GetBookRequest(id=1))
-        assert activity.started == before + 3
+        assert activity.progress == before + 3
+
+
+@pytest.mark.parametrize(
+    ("name", "kind"),
+    [
+        ("ServerStream", "server"),  # async generator
+        ("ServerStreamWrites", "server"),  # async def, context.write()
+        ("ServerStreamSync", "server"),
+        ("ClientStream", "client"),
+        ("ClientStreamSync", "client"),
+        ("Bidi", "bidi"),
+        ("BidiSync", "bidi"),
+    ],
+)
+async def test_every_stream_message_is_counted(name: str, kind: str) -> None:
+    """A long stream is gRPC work as much as many short RPCs: with only RPC starts
+    counted, HTTP load starved a busy stream (see BENCHMARKS.md, "mixed, gRPC server
+    streams")."""
+    async with LiveServer("project.asgi", loop_fairness=True) as live:
+        activity = live.app.admission.grpc
+        assert activity is not None
+        before = activity.progress
+        async with grpc.aio.insecure_channel(live.grpc_target) as channel:
+            if kind == "server":
+                responses = channel.unary_stream(method(name))(b"4")
+                assert len([message async for message in responses]) == 4
+            elif kind == "client":
+                assert await channel.stream_unary(method(name))(iter([b"a"] * 4)) == b"a,a,a,a"
+            else:
+                responses = channel.stream_stream(method(name))(iter([b"a"] * 4))
+                assert len([message async for message in responses]) == 4
+        # One for the RPC's start, one for each message that went either way.
+        messages = {"server": 4, "client": 4, "bidi": 8}[kind]
+        assert activity.progress == before + 1 + messages

@@ -14,19 +14,40 @@ from typing import Any, NoReturn
 
 import grpc
 
+from hybridserver.fairness import GrpcActivity
+
 
 class ServicerContext:
     """grpc.aio's ``ServicerContext``, for one RPC."""
 
-    __slots__ = ("_context", "method", "user")
+    __slots__ = ("_activity", "_context", "method", "user")
 
-    def __init__(self, context: grpc.aio.ServicerContext, method: str, user: Any = None) -> None:
+    def __init__(
+        self,
+        context: grpc.aio.ServicerContext,
+        method: str,
+        user: Any = None,
+        activity: GrpcActivity | None = None,
+    ) -> None:
         self._context = context
         #: The full method name, ``/package.Service/Method``.
         self.method = method
         #: The Django user the RPC's credentials prove (``hybridserver.auth``), or an
         #: ``AnonymousUser``, as ``request.user`` in a view.
         self.user = user
+        # Counts each message read or written, for HTTP admission control.
+        self._activity = activity
+
+    async def read(self) -> Any:
+        message = await self._context.read()
+        if self._activity is not None and message is not grpc.aio.EOF:
+            self._activity.progress += 1
+        return message
+
+    async def write(self, message: Any) -> None:
+        if self._activity is not None:
+            self._activity.progress += 1
+        await self._context.write(message)
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._context, name)
@@ -58,8 +79,9 @@ class SyncServicerContext(ServicerContext):
         method: str,
         loop: asyncio.AbstractEventLoop,
         user: Any = None,
+        activity: GrpcActivity | None = None,
     ) -> None:
-        super().__init__(context, method, user)
+        super().__init__(context, method, user, activity)
         self._loop = loop
         self._ended = False
 
@@ -82,11 +104,11 @@ class SyncServicerContext(ServicerContext):
     def send_initial_metadata(self, initial_metadata: Sequence[Any]) -> None:
         self._on_loop(self._context.send_initial_metadata(initial_metadata))
 
-    def read(self) -> Any:
-        return self._on_loop(self._context.read())
+    def read(self) -> Any:  # type: ignore[override]
+        return self._on_loop(super().read())
 
-    def write(self, message: Any) -> None:
-        self._on_loop(self._context.write(message))
+    def write(self, message: Any) -> None:  # type: ignore[override]
+        self._on_loop(super().write(message))
 
     def is_active(self) -> bool:
         # grpc.aio's done() stays False while a cancelled RPC's handler runs on.

@@ -37,13 +37,19 @@ _INFO = logging.INFO
 
 
 class SyncRequestIterator(Iterator[Any]):
-    """The request stream of a plain ``def`` handler: each ``next()`` awaits on the loop."""
+    """The request stream of a plain ``def`` handler: each ``next()`` awaits on the loop.
+    ``activity`` counts each message, for HTTP admission control."""
 
-    def __init__(self, request_iterator: AsyncIterator[Any]) -> None:
+    def __init__(
+        self, request_iterator: AsyncIterator[Any], activity: GrpcActivity | None = None
+    ) -> None:
         async def anext_request() -> Any:
             # A coroutine function, not the bound ``__anext__`` slot wrapper, which
             # async_to_sync cannot recognise as async and warns about.
-            return await request_iterator.__anext__()
+            message = await request_iterator.__anext__()
+            if activity is not None:
+                activity.progress += 1
+            return message
 
         self._next = async_to_sync(anext_request)
 
@@ -52,6 +58,14 @@ class SyncRequestIterator(Iterator[Any]):
             return self._next()
         except StopAsyncIteration:
             raise StopIteration from None
+
+
+async def _counted(messages: AsyncIterator[Any], activity: GrpcActivity) -> AsyncIterator[Any]:
+    """The request stream of an ``async def`` handler, each message counted for HTTP
+    admission control."""
+    async for message in messages:
+        activity.progress += 1
+        yield message
 
 
 async def _user(context: grpc.aio.ServicerContext, auth: bool) -> Any:
@@ -126,7 +140,7 @@ def _begin(
     log off (as under load, usually) nothing is read at all.
     """
     if activity is not None:
-        activity.started += 1
+        activity.progress += 1
     if access_logger.disabled or not access_logger.isEnabledFor(_INFO):
         return None
     return time.perf_counter(), context.peer()
@@ -176,9 +190,11 @@ def _respond_once(
             failure = None
             try:
                 _check_decoded(request)
+                if request_streaming and activity is not None:
+                    request = _counted(request, activity)
                 async with pool.request_context():
                     user = await _user(context, auth)
-                    servicer_context = ServicerContext(context, method, user)
+                    servicer_context = ServicerContext(context, method, user, activity)
                     async with rpc_signals(method, request, servicer_context):
                         return await behavior(request, servicer_context)
             except BaseException as exc:
@@ -198,10 +214,10 @@ def _respond_once(
             _check_decoded(request)
             async with pool.request_context():
                 if request_streaming:
-                    request = SyncRequestIterator(request)
+                    request = SyncRequestIterator(request, activity)
                 user = await _user(context, auth)
                 sync_context = SyncServicerContext(
-                    context, method, asyncio.get_running_loop(), user
+                    context, method, asyncio.get_running_loop(), user, activity
                 )
                 async with rpc_signals(method, request, sync_context):
                     try:
@@ -233,11 +249,15 @@ def _respond_streaming(
             failure = None
             try:
                 _check_decoded(request)
+                if request_streaming and activity is not None:
+                    request = _counted(request, activity)
                 async with pool.request_context():
                     user = await _user(context, auth)
-                    servicer_context = ServicerContext(context, method, user)
+                    servicer_context = ServicerContext(context, method, user, activity)
                     async with rpc_signals(method, request, servicer_context):
                         async for response in behavior(request, servicer_context):
+                            if activity is not None:
+                                activity.progress += 1
                             yield response
             except GeneratorExit as exc:
                 failure = exc
@@ -260,15 +280,17 @@ def _respond_streaming(
             _check_decoded(request)
             async with pool.request_context() as lease:
                 if request_streaming:
-                    request = SyncRequestIterator(request)
+                    request = SyncRequestIterator(request, activity)
                 user = await _user(context, auth)
                 sync_context = SyncServicerContext(
-                    context, method, asyncio.get_running_loop(), user
+                    context, method, asyncio.get_running_loop(), user, activity
                 )
                 async with rpc_signals(method, request, sync_context):
                     responses = iter(await run(request, sync_context))
                     try:
                         while (response := await step(responses, _DONE)) is not _DONE:
+                            if activity is not None:
+                                activity.progress += 1
                             yield response
                     finally:
                         sync_context.end()
