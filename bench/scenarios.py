@@ -250,12 +250,32 @@ def mixed_stream(b: Bench) -> None:
     _mixed(b, wrk, section, "mixed_stream", targets=False, grpc_load=ticks)
 
 
+def middleware(b: Bench) -> None:
+    """The mixed load, and each protocol alone, on two servers that differ only in how
+    Django's middleware runs: coalesced (the default, :mod:`hybridserver.middleware`),
+    or a thread hop per hook as Django's own chain makes them."""
+    section = f"middleware coalesced or not: {HTTP_LOAD} + {GRPC_LOAD}"
+    variants = (("coalesced", ()), ("Django's chain", ("--no-coalesce-middleware",)))
+    _mixed(b, wrk, section, "middleware", targets=False, variants=variants)
+
+
+FAIRNESS = (("fairness on", ()), ("fairness off", ("--no-loop-fairness",)))
+
+
 def _mixed(
-    b: Bench, http_load, section: str, key: str, *, targets: bool, grpc_load=h2load
+    b: Bench,
+    http_load,
+    section: str,
+    key: str,
+    *,
+    targets: bool,
+    grpc_load=h2load,
+    variants=FAIRNESS,
 ) -> None:
+    """Each protocol alone and both at once, on two servers: ``variants`` gives their
+    names and ``hybridserver run`` flags; the targets, if any, apply to the first."""
     env = sqlite_env()
-    on = hybridserver("fairness on", env)
-    off = hybridserver("fairness off", env, "--no-loop-fairness")
+    on, off = (hybridserver(name, env, *flags) for name, flags in variants)
     with servers(on, off):
         got = b.compare(
             [(f"{s.name}: gRPC", s, grpc_load(s)) for s in (on, off)]

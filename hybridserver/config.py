@@ -231,6 +231,15 @@ SETTINGS: dict[str, Setting] = {
             type=bool,
         ),
         Setting(
+            "COALESCE_MIDDLEWARE",
+            True,
+            _bool,
+            "Run the sync hooks of consecutive MiddlewareMixin middleware in one thread "
+            "hop per direction, instead of one hop per hook.",
+            flag=True,
+            type=bool,
+        ),
+        Setting(
             "WORKERS",
             1,
             _int(1, 512),
@@ -352,6 +361,7 @@ class Config:
     graceful_timeout: float = SETTINGS["GRACEFUL_TIMEOUT"].default
     threads: int = SETTINGS["THREADS"].default
     loop_fairness: bool = SETTINGS["LOOP_FAIRNESS"].default
+    coalesce_middleware: bool = SETTINGS["COALESCE_MIDDLEWARE"].default
     workers: int = SETTINGS["WORKERS"].default
     ssl_certfile: str | None = None
     ssl_keyfile: str | None = None

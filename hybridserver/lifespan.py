@@ -4,8 +4,9 @@ This is the one place that knows the two servers start and stop together. Django
 ``ASGIHandler`` does not speak the lifespan protocol; this wrapper does, and starts the
 gRPC server inside the running loop at ``lifespan.startup`` and stops it at
 ``lifespan.shutdown``. It also answers the HTTP health path before Django's URLconf,
-gives every HTTP request the same pooled-thread context an RPC gets, and holds HTTP
-requests back when they would crowd gRPC out of the loop (:mod:`hybridserver.fairness`).
+gives every HTTP request the same pooled-thread context an RPC gets, holds HTTP
+requests back when they would crowd gRPC out of the loop (:mod:`hybridserver.fairness`),
+and has Django's middleware run in fewer thread hops (:mod:`hybridserver.middleware`).
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from asgiref.typing import ASGIApplication, ASGIReceiveCallable, ASGISendCallabl
 from hybridserver.config import Config
 from hybridserver.fairness import GrpcActivity, HttpAdmission
 from hybridserver.grpc.server import GrpcServer, StartupError
+from hybridserver.middleware import coalesce, find_django_handler
 from hybridserver.threads import ThreadPool, prime_context
 
 logger = logging.getLogger("hybridserver.error")
@@ -39,6 +41,11 @@ class HybridApp:
         #: HTTP admission control that keeps gRPC served when HTTP saturates the loop
         #: (``LOOP_FAIRNESS``; see :mod:`hybridserver.fairness`).
         self.admission = HttpAdmission(GrpcActivity()) if config.loop_fairness else None
+        if config.coalesce_middleware:
+            handler = find_django_handler(app)
+            if handler is not None:
+                saved = coalesce(handler)
+                logger.debug("Middleware coalesced: up to %d thread hops fewer per request", saved)
         self.grpc: GrpcServer | None = None
         #: Why the lifespan startup failed, as uvicorn was told; None if it did not.
         self.startup_failure: str | None = None

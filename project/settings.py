@@ -82,10 +82,11 @@ MIDDLEWARE = [
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
-    # API keys (Authorization: Bearer / X-API-Key) for the JSON API; sessions otherwise.
-    "hybridserver.auth.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    # API keys (Authorization: Bearer / X-API-Key) for the JSON API; sessions otherwise.
+    # Last, so that Django's middleware above runs as one coalesced run (README).
+    "hybridserver.auth.AuthenticationMiddleware",
 ]
 
 ROOT_URLCONF = "project.urls"

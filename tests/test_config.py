@@ -96,6 +96,7 @@ SAMPLES = {
     "GRACEFUL_TIMEOUT": ("2.5", 2.5),
     "THREADS": ("8", 8),
     "LOOP_FAIRNESS": ("false", False),
+    "COALESCE_MIDDLEWARE": ("false", False),
     "WORKERS": ("3", 3),
     "SSL_CERTFILE": (__file__, __file__),
     "SSL_KEYFILE": (__file__, __file__),

@@ -1,9 +1,10 @@
 """``hybridserver.auth.AuthenticationMiddleware``: API credentials for Django views.
 
-Place it after ``django.contrib.auth.middleware.AuthenticationMiddleware``. A request
-that carries credentials (``Authorization: Bearer`` or ``X-API-Key``) is the user they
-prove, or anonymous if they prove nothing: the session is then ignored. Any other
-request keeps Django's session user, so admin and cookie logins work as before.
+Place it after ``django.contrib.auth.middleware.AuthenticationMiddleware``, best last:
+Django's middleware before it then runs as one run (:mod:`hybridserver.middleware`). A
+request that carries credentials (``Authorization: Bearer`` or ``X-API-Key``) is the
+user they prove, or anonymous if they prove nothing: the session is then ignored. Any
+other request keeps Django's session user, so admin and cookie logins work as before.
 """
 
 from __future__ import annotations
