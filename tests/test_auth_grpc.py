@@ -260,10 +260,12 @@ async def test_signed_tokens(channel):
         assert await call(channel, "WhoamiUnary", bearer(token)) == [b""]
         fresh = make_token(user)
         assert await call(channel, "WhoamiUnary", bearer(fresh)) == [user.username.encode()]
-    with override_settings(HYBRIDSERVER={"AUTH_BACKENDS": backends, "AUTH_TOKEN_MAX_AGE": 1}):
-        old = await sync_to_async(_token_issued_ago)(user, 5)
+    # Wide margins either side of the limit, so a slow machine cannot age a token past it.
+    with override_settings(HYBRIDSERVER={"AUTH_BACKENDS": backends, "AUTH_TOKEN_MAX_AGE": 60}):
+        old = await sync_to_async(_token_issued_ago)(user, 120)
         assert await call(channel, "WhoamiUnary", bearer(old)) == [b""]
-        assert await call(channel, "WhoamiUnary", bearer(fresh)) == [user.username.encode()]
+        recent = await sync_to_async(_token_issued_ago)(user, 5)
+        assert await call(channel, "WhoamiUnary", bearer(recent)) == [user.username.encode()]
 
 
 def _token_issued_ago(user: Any, seconds: int) -> str:
