@@ -212,6 +212,15 @@ SETTINGS: dict[str, Setting] = {
             type=float,
         ),
         Setting(
+            "TIMEOUT_KEEP_ALIVE",
+            5,
+            _int(1, 86_400),
+            "Seconds an idle HTTP keep-alive connection is kept open. Behind a load "
+            "balancer, make it longer than the balancer's idle timeout.",
+            flag=True,
+            type=int,
+        ),
+        Setting(
             "THREADS",
             40,
             _int(1, 10_000),
@@ -359,6 +368,7 @@ class Config:
     access_log: bool = SETTINGS["ACCESS_LOG"].default
     reload: bool = SETTINGS["RELOAD"].default
     graceful_timeout: float = SETTINGS["GRACEFUL_TIMEOUT"].default
+    timeout_keep_alive: int = SETTINGS["TIMEOUT_KEEP_ALIVE"].default
     threads: int = SETTINGS["THREADS"].default
     loop_fairness: bool = SETTINGS["LOOP_FAIRNESS"].default
     coalesce_middleware: bool = SETTINGS["COALESCE_MIDDLEWARE"].default

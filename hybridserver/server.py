@@ -53,6 +53,7 @@ class UvicornConfig(uvicorn.Config):
             access_log=hybrid.access_log,
             lifespan="on",
             timeout_graceful_shutdown=hybrid.graceful_timeout,
+            timeout_keep_alive=hybrid.timeout_keep_alive,
             ssl_certfile=hybrid.ssl_certfile,
             ssl_keyfile=hybrid.ssl_keyfile,
             **kwargs,

@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import re
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -94,6 +95,7 @@ SAMPLES = {
     "ACCESS_LOG": ("false", False),
     "RELOAD": ("true", True),
     "GRACEFUL_TIMEOUT": ("2.5", 2.5),
+    "TIMEOUT_KEEP_ALIVE": ("75", 75),
     "THREADS": ("8", 8),
     "LOOP_FAIRNESS": ("false", False),
     "COALESCE_MIDDLEWARE": ("false", False),
@@ -267,6 +269,37 @@ def test_graceful_timeout_precedence(
             next(stream)
         channel.close()
     assert elapsed < 8, f"stopped after {elapsed:.1f} s:\n{proc.output}"
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    ("settings", "environ", "flags"),
+    [
+        ({"TIMEOUT_KEEP_ALIVE": 1}, {}, []),
+        ({"TIMEOUT_KEEP_ALIVE": 30}, {"HYBRIDSERVER_TIMEOUT_KEEP_ALIVE": "1"}, []),
+        ({}, {"HYBRIDSERVER_TIMEOUT_KEEP_ALIVE": "30"}, ["--timeout-keep-alive", "1"]),
+    ],
+)
+def test_timeout_keep_alive_precedence(
+    server_process, settings: dict, environ: dict, flags: list[str]
+) -> None:
+    # With the effective 1 s, the server closes the idle connection well before uvicorn's
+    # default of 5 s, or the 30 s that lost, would.
+    with server_process(*flags, env={**cli_env(**settings), **environ}) as proc:
+        host, port = proc.http_address.rsplit(":", 1)
+        with socket.create_connection((host, int(port)), timeout=10) as sock:
+            sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: test\r\n\r\n")
+            response = sock.makefile("rb")
+            status, headers = response.readline(), []
+            while (line := response.readline()) not in (b"\r\n", b""):
+                headers.append(line.lower())
+            assert status.startswith(b"HTTP/1.1 200 "), (status, headers)
+            assert b"connection: close\r\n" not in headers
+            body = b'{"status": "SERVING"}'
+            assert b"content-length: %d\r\n" % len(body) in headers
+            assert response.read(len(body)) == body
+            sock.settimeout(4)
+            assert sock.recv(65536) == b"", "the idle connection was not closed"
 
 
 # Mistakes: one line on stderr naming the culprit, a non-zero exit, and no port bound.
