@@ -130,10 +130,26 @@ async def http(server: LiveServer) -> AsyncIterator[httpx.AsyncClient]:
         yield client
 
 
+_SERVERS = pytest.StashKey[list]()
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo) -> Any:
+    """A failed test's report shows what its ``hybridserver run`` processes printed."""
+    report = yield
+    if report.failed:
+        for process in item.stash.get(_SERVERS, []):
+            title = "output of " + " ".join(process.command[1:])
+            report.sections.append((title, process.output or "(nothing)"))
+    return report
+
+
 @pytest.fixture
-def server_process() -> Iterator[Any]:
-    """Start ``hybridserver run`` subprocesses; each is stopped at the end of the test."""
+def server_process(request: pytest.FixtureRequest) -> Iterator[Any]:
+    """Start ``hybridserver run`` subprocesses; each is stopped at the end of the test,
+    and a failed test's report shows their output."""
     started: list[ServerProcess] = []
+    request.node.stash[_SERVERS] = started
 
     def start(*args: str, **kwargs: Any) -> ServerProcess:
         kwargs.setdefault("cwd", REPO)

@@ -38,7 +38,12 @@ async def test_handlers_run_on_uvloop(server_process) -> None:
 
 
 async def test_grpc_and_http_under_load_on_uvloop(server_process) -> None:
-    with server_process("--no-access-log", env=cli_env()) as proc:
+    # This client's own loop can stall for seconds while it starts thousands of calls
+    # (2 s measured on a quiet machine). A connection that the HTTP client has picked
+    # for its next request but not yet written to would then outlive uvicorn's default
+    # keep-alive of 5 s on a slow machine, and the server would close it as idle.
+    keep_alive = ("--timeout-keep-alive", "120")
+    with server_process("--no-access-log", *keep_alive, env=cli_env()) as proc:
         assert proc.loop == "uvloop"
         channels = [grpc.aio.insecure_channel(proc.grpc_target) for _ in range(CHANNELS)]
         limits = httpx.Limits(max_connections=50)
