@@ -11,6 +11,7 @@ import sys
 import time
 
 from bench import scenarios
+from bench.host import Gauge
 from bench.report import Results, write
 
 RESULTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results")
@@ -73,7 +74,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--publish",
         action="store_true",
-        help="copy the chart to bench/latest.png and the table into BENCHMARKS.md",
+        help="copy the chart to bench/latest.png and the table into BENCHMARKS.md, if the "
+        "machine stayed steady during the run (bench/host.py)",
     )
     args = parser.parse_args(argv)
     unknown = [name for name in args.scenarios if name not in SCENARIOS]
@@ -94,20 +96,29 @@ def main(argv: list[str] | None = None) -> int:
         scenarios=names, duration=bench.duration, rounds=bench.rounds, command=" ".join(sys.argv)
     )
     started = time.monotonic()
+    gauge = Gauge()
     for name in names:
         print(f"== {name}", file=sys.stderr, flush=True)
+        gauge.sample(name)
         try:
             SCENARIOS[name](bench)
         except Exception as exc:  # one failing scenario must not lose the others
             results.missing.append(f"{name}: failed: {type(exc).__name__}: {exc}".splitlines()[0])
             print(f"   {name} failed:\n{exc}", file=sys.stderr)
+    gauge.sample("end")
     results.settings["elapsed_s"] = round(time.monotonic() - started)
+    results.settings["host"] = gauge.summary()
     stamp = time.strftime("%Y%m%d-%H%M%S")
     json_path, png_path = write(results, RESULTS, stamp)
-    table = results.table()
+    table = f"{results.table()}\n\n{gauge.line()}"
     print(table)
     print(f"\n{json_path}\n{png_path}\n({results.settings['elapsed_s']} s)")
     if args.publish:
+        problems = gauge.problems()
+        if problems:
+            print("Not published: the machine was not steady enough.", file=sys.stderr)
+            print("".join(f"- {problem}\n" for problem in problems), end="", file=sys.stderr)
+            return 1
         publish(table, png_path)
     return 0
 
