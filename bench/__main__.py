@@ -10,8 +10,7 @@ import shutil
 import sys
 import time
 
-from bench import scenarios
-from bench.host import Gauge
+from bench import host, scenarios
 from bench.report import Results, write
 
 RESULTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results")
@@ -96,7 +95,7 @@ def main(argv: list[str] | None = None) -> int:
         scenarios=names, duration=bench.duration, rounds=bench.rounds, command=" ".join(sys.argv)
     )
     started = time.monotonic()
-    gauge = Gauge()
+    gauge = host.Gauge()
     for name in names:
         print(f"== {name}", file=sys.stderr, flush=True)
         gauge.sample(name)
@@ -107,14 +106,14 @@ def main(argv: list[str] | None = None) -> int:
             print(f"   {name} failed:\n{exc}", file=sys.stderr)
     gauge.sample("end")
     results.settings["elapsed_s"] = round(time.monotonic() - started)
-    results.settings["host"] = gauge.summary()
+    steadiness = results.settings["host"] = gauge.summary()
     stamp = time.strftime("%Y%m%d-%H%M%S")
     json_path, png_path = write(results, RESULTS, stamp)
-    table = f"{results.table()}\n\n{gauge.line()}"
+    table = f"{results.table()}\n\n{host.line(steadiness)}"
     print(table)
     print(f"\n{json_path}\n{png_path}\n({results.settings['elapsed_s']} s)")
     if args.publish:
-        problems = gauge.problems()
+        problems = host.problems(steadiness)
         if problems:
             print("Not published: the machine was not steady enough.", file=sys.stderr)
             print("".join(f"- {problem}\n" for problem in problems), end="", file=sys.stderr)

@@ -64,12 +64,12 @@ class Gauge:
         self.samples: list[tuple[str, float]] = []
         self._start = _cpu_ticks()
 
-    def sample(self, label: str) -> float:
-        ms = loop_ms()
-        self.samples.append((label, ms))
-        return ms
+    def sample(self, label: str) -> None:
+        self.samples.append((label, loop_ms()))
 
     def summary(self) -> dict[str, Any]:
+        """The samples, their spread, and the steal since the gauge was made: read once,
+        at the end of the run."""
         times = [ms for _, ms in self.samples]
         spread = max(times) / min(times) - 1 if times else None
         steal = None
@@ -82,33 +82,33 @@ class Gauge:
             "steal": None if steal is None else round(steal, 4),
         }
 
-    def problems(self) -> list[str]:
-        """Why this run's absolute figures should not be published; empty if none."""
-        summary = self.summary()
-        problems = []
-        spread, steal = summary["loop_spread"], summary["steal"]
-        if spread is not None and spread > MAX_SPREAD:
-            problems.append(
-                f"the timed loop's CPU time moved by {spread:.0%} during the run "
-                f"(at most {MAX_SPREAD:.0%})"
-            )
-        if steal is not None and steal > MAX_STEAL:
-            problems.append(
-                f"the hypervisor took {steal:.1%} of the CPU time (at most {MAX_STEAL:.0%})"
-            )
-        return problems
 
-    def line(self) -> str:
-        """One line for under the table."""
-        summary = self.summary()
-        times = list(summary["loop_ms"].values())
-        if not times:
-            return ""
-        text = (
-            f"Host during the run: the timed loop (bench/host.py) took {min(times):.1f}-"
-            f"{max(times):.1f} ms of CPU on the servers' core over {len(times)} samples "
-            f"(spread {summary['loop_spread']:.0%})"
+def problems(summary: dict[str, Any]) -> list[str]:
+    """Why a run with this :meth:`Gauge.summary` should not be published; empty if none."""
+    problems = []
+    spread, steal = summary["loop_spread"], summary["steal"]
+    if spread is not None and spread > MAX_SPREAD:
+        problems.append(
+            f"the timed loop's CPU time moved by {spread:.0%} during the run "
+            f"(at most {MAX_SPREAD:.0%})"
         )
-        if summary["steal"] is not None:
-            text += f"; steal {summary['steal']:.1%} of CPU time"
-        return text + "."
+    if steal is not None and steal > MAX_STEAL:
+        problems.append(
+            f"the hypervisor took {steal:.1%} of the CPU time (at most {MAX_STEAL:.0%})"
+        )
+    return problems
+
+
+def line(summary: dict[str, Any]) -> str:
+    """One line for under the table, from a :meth:`Gauge.summary`."""
+    times = list(summary["loop_ms"].values())
+    if not times:
+        return ""
+    text = (
+        f"Host during the run: the timed loop (bench/host.py) took {min(times):.1f}-"
+        f"{max(times):.1f} ms of CPU on the servers' core over {len(times)} samples "
+        f"(spread {summary['loop_spread']:.0%})"
+    )
+    if summary["steal"] is not None:
+        text += f"; steal {summary['steal']:.1%} of CPU time"
+    return text + "."
