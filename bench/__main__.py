@@ -74,13 +74,18 @@ def main(argv: list[str] | None = None) -> int:
         "--publish",
         action="store_true",
         help="copy the chart to bench/latest.png and the table into BENCHMARKS.md, if the "
-        "machine stayed steady during the run (bench/host.py)",
+        "machine stayed steady during the run (bench/host.py); full runs only",
     )
     args = parser.parse_args(argv)
     unknown = [name for name in args.scenarios if name not in SCENARIOS]
     if unknown:
         parser.error(
             f"unknown scenario(s): {', '.join(unknown)}; choose from {', '.join(SCENARIOS)}"
+        )
+    if args.publish and (args.quick or args.scenarios or args.duration or args.rounds):
+        parser.error(
+            "--publish replaces the whole table in BENCHMARKS.md: use it only for a full "
+            "run, without --quick, scenarios, --duration or --rounds"
         )
     names = args.scenarios or list(QUICK if args.quick else DEFAULT)
     results = Results()
