@@ -88,5 +88,5 @@ def test_a_served_sync_view_runs_on_a_batch_thread(server_process) -> None:
         policies = thread_policies(pid)
         # The main thread runs the event loop: default policy.
         assert policies.pop(pid) == os.SCHED_OTHER
-        # The view ran on a pool thread; grpc's own threads keep the default.
+        # The view ran on a pool thread.
         assert os.SCHED_BATCH in policies.values(), policies
