@@ -26,21 +26,20 @@ pytestmark = [
 ]
 
 
-def policy_on_pool(pool: ThreadPool) -> int:
-    """The scheduling policy of the thread a lease of ``pool`` runs its calls on."""
+def policy_of_a_new_pool() -> int:
+    """The scheduling policy of the thread a new pool, started from the calling thread,
+    runs a lease's calls on."""
+    pool = ThreadPool(1)
     lease = pool.request_context().lease
     try:
         return lease.submit(os.sched_getscheduler, 0).result(timeout=10)
     finally:
         lease.release()
+        pool.shutdown(timeout=10)
 
 
 def test_pool_threads_yield_on_wake() -> None:
-    pool = ThreadPool(2)
-    try:
-        assert policy_on_pool(pool) == os.SCHED_BATCH
-    finally:
-        pool.shutdown(timeout=10)
+    assert policy_of_a_new_pool() == os.SCHED_BATCH
     # The thread that submitted, like the event loop's, keeps the default policy.
     assert os.sched_getscheduler(0) == os.SCHED_OTHER
 
@@ -53,11 +52,7 @@ def test_a_chosen_policy_is_kept() -> None:
     def under_sched_idle() -> None:
         try:
             os.sched_setscheduler(0, os.SCHED_IDLE, os.sched_param(0))
-            pool = ThreadPool(1)
-            try:
-                seen.append(policy_on_pool(pool))
-            finally:
-                pool.shutdown(timeout=10)
+            seen.append(policy_of_a_new_pool())
         except BaseException as exc:
             seen.append(exc)
 
