@@ -640,15 +640,25 @@ def lab(b: Bench) -> None:
     """Why gRPC starves under HTTP load, without HTTP: see :mod:`bench.loop_lab`."""
     env = sqlite_env()
     section = "loop lab: bare grpc.aio + N busy tasks of X us per loop iteration"
+    # The two limits behind one RPC per few iterations (see bench.loop_lab), each lifted
+    # alone and both together, with iterations of about 1 ms.
+    unlimited = [
+        ("registered methods, 8 more pending requests", ["--extra-accepts", "8"]),
+        ("registered methods, wake-up socket drained", ["--registered", "--drain"]),
+        ("registered methods, both", ["--extra-accepts", "8", "--drain"]),
+    ]
     for tasks, spin in ((0, 0), (10, 10), (10, 100)):
-        for registered in (False, True) if tasks == 10 and spin == 100 else (False,):
+        kinds = [("generic handler", [])]
+        if tasks == 10 and spin == 100:
+            kinds += [("registered methods", ["--registered"]), *unlimited]
+        for kind, flags in kinds:
             command = [PYTHON, "-m", "bench.loop_lab", "--busy-tasks", str(tasks)]
-            command += ["--spin-us", str(spin)] + (["--registered"] if registered else [])
+            command += ["--spin-us", str(spin), *flags]
             server = Server("lab", command, env, ready_line=BARE_READY)
             loads = [(1, 1), (1, 16), (4, 64)]
             with server:
                 contenders = [(f"{c}x{s}", server, _h2load_shape(server, c, s)) for c, s in loads]
-                if registered:
+                if kind == "registered methods":
                     contenders.append(
                         (
                             "two methods",
@@ -659,7 +669,6 @@ def lab(b: Bench) -> None:
                         )
                     )
                 got = b.compare(contenders)
-            kind = "registered methods" if registered else "generic handler"
             for name, loads_ in got.items():
                 total = sum(load.rps for load in loads_)
                 b.results.add(
