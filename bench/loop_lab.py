@@ -58,6 +58,17 @@ class Counts:
         alive = sum(1 for task in asyncio.all_tasks() if task.get_name() == "rpc_task")
         self.alive[alive] += 1
 
+    def report(self) -> str:
+        seconds = time.monotonic() - self.start
+        wakes = sum(self.events.values())
+        events = sum(n * k for n, k in self.events.items())
+        alive = sum(n * k for n, k in self.alive.items()) / max(1, self.iterations)
+        return (
+            f"loop lab: {self.iterations / seconds:,.0f} iterations/s, "
+            f"{alive:.1f} RPCs alive per iteration, {wakes / seconds:,.0f} wake-ups/s "
+            f"bringing {events / max(1, wakes):.2f} completion events each"
+        )
+
 
 def draining_reader(sock, handler, counts: Counts | None):
     """grpc.aio's wake-up reader, reading every byte waiting on its socket first (one
@@ -75,17 +86,6 @@ def draining_reader(sock, handler, counts: Counts | None):
         handler(*args)
 
     return reader
-
-    def report(self) -> str:
-        seconds = time.monotonic() - self.start
-        wakes = sum(self.events.values())
-        events = sum(n * k for n, k in self.events.items())
-        alive = sum(n * k for n, k in self.alive.items()) / max(1, self.iterations)
-        return (
-            f"loop lab: {self.iterations / seconds:,.0f} iterations/s, "
-            f"{alive:.1f} RPCs alive per iteration, {wakes / seconds:,.0f} wake-ups/s "
-            f"bringing {events / max(1, wakes):.2f} completion events each"
-        )
 
 
 async def echo(request: bytes, context: object) -> bytes:
@@ -148,7 +148,8 @@ async def serve(
     port = server.add_insecure_port("127.0.0.1:0")
     await server.start()
     rpcs: set[asyncio.Task] = set()
-    running = [asyncio.ensure_future(busy(spin, counts)) for _ in range(tasks)]
+    # The first busy task counts the iterations: each runs once per iteration.
+    running = [asyncio.ensure_future(busy(spin, counts if i == 0 else None)) for i in range(tasks)]
     running += [
         asyncio.ensure_future(accept(server, ECHO, handlers["Echo"], rpcs))
         for _ in range(extra_accepts)
