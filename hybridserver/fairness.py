@@ -25,6 +25,18 @@ thread and no database connection, in arrival order. So:
   room for (:class:`GrpcActivity`);
 - gRPC keeps enough iterations to make progress.
 
+The limit has a floor in CPU time: while HTTP requests wait, HTTP is neither cut nor
+kept from growing while it gets less than ``CPU_FLOOR`` of the process's CPU time. Of
+what admission control sees, that is about half the core: the loop time of the steps of
+each request's task and of the tasks it starts (Django runs its view in one), plus the
+CPU time its sync calls use on their thread; uvicorn's own parsing and writing is not
+seen. Iteration length alone lets HTTP keep a share that depends on the host: how long
+an iteration lasts with a given number of requests in Django changes with how fast the
+machine runs Python against system calls, and in the benchmark's mixed load the same
+targets left HTTP with anything from 18% to 41% of its solo rate from one host to the
+next. Each protocol keeps about its share of the CPU, less what interleaving costs, on
+any host.
+
 A request stops counting toward the limit, so that requests that do not load the loop
 cannot hold the door shut, once it has been in flight for ``EXPIRY`` seconds (a long
 poll, a streamed response), or once it has spent ``IDLE`` seconds waiting on I/O:
@@ -39,8 +51,11 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import collections.abc
+import contextvars
 import time
-from typing import Protocol
+from collections.abc import Callable, Coroutine
+from typing import Any, Protocol
 
 #: Loop iterations longer than this, on average, shrink the HTTP limit (seconds).
 TARGET_HIGH = 140e-6
@@ -62,6 +77,11 @@ IDLE_CPU = 0.001
 #: With no RPC started and no stream message for this long (seconds), gRPC is idle and
 #: HTTP is not limited.
 GRPC_IDLE = 0.25
+#: While its requests wait, HTTP is not held under this share of the process's CPU
+#: time, however long iterations are.
+CPU_FLOOR = 0.43
+#: Weight of one probe's HTTP CPU share in the running share.
+SHARE_WEIGHT = 0.2
 
 _UNLIMITED = 1 << 30
 
@@ -75,10 +95,11 @@ class Work(Protocol):
     completed: int
     last_done: float
     clock: int | None
+    cpu: float
 
 
 class _Ticket:
-    __slots__ = ("active", "admitted", "busy_at", "cpu_mark", "work")
+    __slots__ = ("active", "admitted", "busy_at", "cpu_counted", "cpu_mark", "work")
 
     def __init__(self, admitted: float) -> None:
         self.admitted = admitted
@@ -88,6 +109,8 @@ class _Ticket:
         # The CPU time of the request's thread when last seen to move, and when.
         self.cpu_mark: float | None = None
         self.busy_at = admitted
+        # The part of ``work.cpu`` already added to HTTP's CPU time.
+        self.cpu_counted = 0.0
 
     def idle(self, now: float) -> bool:
         """Whether the request has been waiting on I/O for ``IDLE`` seconds: no sync
@@ -145,10 +168,23 @@ class HttpAdmission:
         self._probing = False
         self._ticks = 0
         self._probe_start = 0.0
+        #: Seconds the loop spent in HTTP requests' tasks, and their threads' CPU time.
+        self.http_loop = 0.0
+        self.http_threads = 0.0
+        #: HTTP's share of the process's CPU time, smoothed over the recent probes.
+        self.cpu_share = 0.0
+        self._share_mark = (0.0, 0.0)
 
     @property
     def waiting(self) -> int:
         return len(self._waiters)
+
+    def timed(self, coro: Coroutine[Any, Any, Any]) -> Coroutine[Any, Any, Any]:
+        """``coro``, with the loop time of each of its steps counted as HTTP's. Call it
+        in the request's own task: it marks the task's context, so that the tasks the
+        request starts are counted too (see :func:`install_task_factory`)."""
+        _request_admission.set(self)
+        return _Timed(coro, self)
 
     async def enter(self) -> _Ticket:
         """Wait for a turn; return the ticket to give back to :meth:`leave`."""
@@ -174,14 +210,34 @@ class HttpAdmission:
         self._tickets.append(ticket)
         if not self._probing:
             self._probing = True
+            self._share_mark = self._cpu_now()
             self._loop.call_later(PERIOD, self._probe)
         return ticket
 
     def leave(self, ticket: _Ticket) -> None:
+        self._count_threads(ticket)
         if ticket.active:
             ticket.active = False
             self.in_flight -= 1
             self._wake()
+
+    def _count_threads(self, ticket: _Ticket) -> None:
+        if ticket.work is not None:
+            cpu = ticket.work.cpu
+            self.http_threads += cpu - ticket.cpu_counted
+            ticket.cpu_counted = cpu
+
+    def _cpu_now(self) -> tuple[float, float]:
+        return time.process_time(), self.http_loop + self.http_threads
+
+    def _measure_share(self) -> None:
+        for ticket in self._tickets:
+            self._count_threads(ticket)
+        then_total, then_http = self._share_mark
+        self._share_mark = now_total, now_http = self._cpu_now()
+        if now_total > then_total:
+            share = min(1.0, (now_http - then_http) / (now_total - then_total))
+            self.cpu_share += SHARE_WEIGHT * (share - self.cpu_share)
 
     def _wake(self) -> None:
         while self._waiters and self.in_flight < self.limit:
@@ -208,6 +264,7 @@ class HttpAdmission:
             assert self._loop is not None
             self._loop.call_soon(self._tick)
             return
+        self._measure_share()
         self._adjust((time.perf_counter() - self._probe_start) / SAMPLES)
         assert self._loop is not None
         self._loop.call_later(PERIOD, self._probe)
@@ -222,11 +279,14 @@ class HttpAdmission:
         return now - self._grpc_seen_at >= GRPC_IDLE
 
     def _adjust(self, iteration: float) -> None:
+        starved = self.cpu_share < CPU_FLOOR
         if self._grpc_idle():
             self.limit = _UNLIMITED
-        elif iteration > TARGET_HIGH:
+        elif iteration > TARGET_HIGH and not starved:
             self.limit = max(MIN_LIMIT, min(self.limit, self.in_flight) * 3 // 4)
-        elif iteration < TARGET_LOW and (self._waiters or self.in_flight >= self.limit):
+        elif (iteration < TARGET_LOW or starved) and (
+            self._waiters or self.in_flight >= self.limit
+        ):
             self.limit = min(_UNLIMITED, self.limit + 1)
         self._wake()
 
@@ -239,3 +299,75 @@ class HttpAdmission:
         for ticket in list(tickets):
             if ticket.active and ticket.idle(now):
                 self.leave(ticket)
+
+
+_request_admission: contextvars.ContextVar[HttpAdmission | None] = contextvars.ContextVar(
+    "hybridserver_http_admission", default=None
+)
+
+
+class _Timed(collections.abc.Coroutine):  # type: ignore[type-arg]
+    """A coroutine that adds the time of each of its steps to ``http_loop``."""
+
+    __slots__ = ("_admission", "_coro")
+
+    def __init__(self, coro: Coroutine[Any, Any, Any], admission: HttpAdmission) -> None:
+        self._coro = coro
+        self._admission = admission
+
+    def send(self, value: Any) -> Any:
+        start = time.perf_counter()
+        try:
+            return self._coro.send(value)
+        finally:
+            self._admission.http_loop += time.perf_counter() - start
+
+    def throw(self, *args: Any) -> Any:
+        start = time.perf_counter()
+        try:
+            return self._coro.throw(*args)
+        finally:
+            self._admission.http_loop += time.perf_counter() - start
+
+    def close(self) -> None:
+        self._coro.close()
+
+    def __await__(self) -> Any:
+        return self
+
+    def __iter__(self) -> Any:
+        return self
+
+    def __next__(self) -> Any:
+        return self.send(None)
+
+
+def install_task_factory(loop: asyncio.AbstractEventLoop) -> Callable[[], None]:
+    """Count the loop time of every task that an HTTP request starts (Django runs its
+    view in one) as HTTP's, through the loop's task factory; a factory already set
+    still makes the tasks. Returns what puts the previous factory back."""
+    previous = loop.get_task_factory()
+
+    def factory(
+        loop: asyncio.AbstractEventLoop,
+        coro: Coroutine[Any, Any, Any],
+        *,
+        context: contextvars.Context | None = None,
+        **kwargs: Any,
+    ) -> asyncio.Future[Any]:
+        if context is None:
+            admission = _request_admission.get()
+        else:
+            admission = context.get(_request_admission)
+        if admission is not None:
+            coro = _Timed(coro, admission)
+        if previous is not None:
+            return previous(loop, coro, context=context, **kwargs)
+        return asyncio.Task(coro, loop=loop, context=context, **kwargs)
+
+    def uninstall() -> None:
+        if loop.get_task_factory() is factory:
+            loop.set_task_factory(previous)
+
+    loop.set_task_factory(factory)
+    return uninstall

@@ -14,13 +14,14 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+from collections.abc import Callable
 from typing import Any
 
 from asgiref.sync import sync_to_async
 from asgiref.typing import ASGIApplication, ASGIReceiveCallable, ASGISendCallable, Scope
 
 from hybridserver.config import Config
-from hybridserver.fairness import GrpcActivity, HttpAdmission
+from hybridserver.fairness import GrpcActivity, HttpAdmission, install_task_factory
 from hybridserver.grpc.server import GrpcServer, StartupError
 from hybridserver.middleware import coalesce, find_django_handler
 from hybridserver.threads import ThreadPool, prime_context
@@ -51,6 +52,8 @@ class HybridApp:
         self.startup_failure: str | None = None
         # When the grace period of a shutdown ends (loop time), once one has begun.
         self._deadline: float | None = None
+        # Puts the loop's task factory back (see hybridserver.fairness).
+        self._uninstall_task_factory: Callable[[], None] | None = None
 
     async def __call__(
         self, scope: Scope, receive: ASGIReceiveCallable, send: ASGISendCallable
@@ -64,7 +67,7 @@ class HybridApp:
             try:
                 async with self.pool.request_context() as lease:
                     ticket.work = lease
-                    await self.app(scope, receive, send)
+                    await self.admission.timed(self.app(scope, receive, send))
             finally:
                 self.admission.leave(ticket)
         else:
@@ -78,6 +81,8 @@ class HybridApp:
     async def startup(self) -> None:
         """Start the gRPC server. Raises StartupError with a one-line reason."""
         activity = self.admission.grpc if self.admission is not None else None
+        if self.admission is not None:
+            self._uninstall_task_factory = install_task_factory(asyncio.get_running_loop())
         self.grpc = GrpcServer(self.config, self.pool, activity)
         await self.grpc.start()
 
@@ -102,6 +107,8 @@ class HybridApp:
         remaining = max(0.0, self._deadline - loop.time())
         await loop.run_in_executor(None, self.pool.shutdown, remaining)
         await sync_to_async(_close_main_thread_connections)()
+        if self._uninstall_task_factory is not None:
+            self._uninstall_task_factory()
 
     async def _lifespan(self, receive: ASGIReceiveCallable, send: ASGISendCallable) -> None:
         await receive()  # lifespan.startup

@@ -67,6 +67,7 @@ class Lease(Executor):
         "_requested",
         "clock",
         "completed",
+        "cpu",
         "last_done",
         "submitted",
     )
@@ -78,12 +79,14 @@ class Lease(Executor):
         self._released = False
         # What admission control reads (hybridserver.fairness.Work): calls submitted
         # (counted where they are submitted, the loop) and completed (counted by the
-        # leased thread), when the last one completed, and the CPU-time clock of the
-        # leased thread (set by that thread when it takes the lease).
+        # leased thread), when the last one completed, the CPU-time clock of the
+        # leased thread (set by that thread when it takes the lease), and the CPU time
+        # the lease's calls have used on it so far (written by that thread).
         self.submitted = 0
         self.completed = 0
         self.last_done = 0.0
         self.clock: int | None = None
+        self.cpu = 0.0
 
     def submit(
         self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any
@@ -169,6 +172,13 @@ class ThreadPool:
 
     def _serve(self, lease: Lease) -> None:
         assert lease._queue is not None
+        start = time.thread_time()
+
+        def count_cpu() -> None:
+            # Before the result is handed over: once it is, the request may end and
+            # admission control read the lease for the last time.
+            lease.cpu = time.thread_time() - start
+
         _safely(_db_hygiene)
         while True:
             item = lease._queue.get()
@@ -176,14 +186,16 @@ class ThreadPool:
                 break
             future, fn, args, kwargs = item
             if isinstance(future, asyncio.Future):
-                _run_for_loop(future, fn, args, kwargs)
+                _run_for_loop(future, fn, args, kwargs, count_cpu)
             elif future.set_running_or_notify_cancel():
                 try:
                     result = fn(*args, **kwargs)
                 except BaseException as exc:
+                    count_cpu()
                     future.set_exception(exc)
                     del exc
                 else:
+                    count_cpu()
                     future.set_result(result)
                     del result
             del future
@@ -228,17 +240,24 @@ def _cpu_clock() -> int | None:
 
 
 def _run_for_loop(
-    future: asyncio.Future[Any], fn: Callable[..., Any], args: Any, kwargs: Any
+    future: asyncio.Future[Any],
+    fn: Callable[..., Any],
+    args: Any,
+    kwargs: Any,
+    finished: Callable[[], None],
 ) -> None:
-    """Run ``fn`` on this thread and resolve ``future`` on its loop."""
+    """Run ``fn`` on this thread, call ``finished()``, and resolve ``future`` on its
+    loop."""
     if future.cancelled():  # a plain read; the loop thread alone changes it
         return
     try:
         result = fn(*args, **kwargs)
     except BaseException as exc:
+        finished()
         _resolve(future, future.set_exception, exc)
         del exc
     else:
+        finished()
         _resolve(future, future.set_result, result)
         del result
 

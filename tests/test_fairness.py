@@ -42,6 +42,7 @@ async def test_an_idle_loop_lets_every_request_in() -> None:
 
 async def test_long_iterations_cut_the_limit_and_requests_wait_in_order() -> None:
     admission = HttpAdmission()
+    admission.cpu_share = 1.0  # HTTP has its share of the CPU and more
     first = await admission.enter()
     second = await admission.enter()
     admission._adjust(iteration=10 * fairness.TARGET_HIGH)
@@ -76,6 +77,98 @@ async def test_short_iterations_raise_the_limit_while_requests_wait() -> None:
     assert admission.limit == 2
     admission.leave(await waiter)
     admission.leave(ticket)
+
+
+async def test_http_under_its_cpu_floor_is_not_cut_and_grows_while_requests_wait() -> None:
+    admission = HttpAdmission()
+    tickets = [await admission.enter() for _ in range(4)]
+    admission.cpu_share = 1.0
+    admission._adjust(iteration=10 * fairness.TARGET_HIGH)
+    assert admission.limit == 3
+    waiter = asyncio.create_task(admission.enter())
+    await asyncio.sleep(0)
+    # Iterations as long as before, but HTTP has fallen under its floor of the CPU: it
+    # is not cut further but raised, one at a time, until the request that waits is in.
+    admission.cpu_share = fairness.CPU_FLOOR / 2
+    admission._adjust(iteration=10 * fairness.TARGET_HIGH)
+    assert admission.limit == 4 and not waiter.done()
+    admission._adjust(iteration=10 * fairness.TARGET_HIGH)
+    assert admission.limit == 5
+    tickets.append(await asyncio.wait_for(waiter, 1))
+    # Back over the floor: long iterations cut it again.
+    admission.cpu_share = 1.0
+    admission._adjust(iteration=10 * fairness.TARGET_HIGH)
+    assert admission.limit == 3
+    for ticket in tickets:
+        admission.leave(ticket)
+
+
+def _spin(seconds: float) -> None:
+    end = time.thread_time() + seconds
+    while time.thread_time() < end:
+        pass
+
+
+async def test_the_loop_time_of_a_request_and_of_its_tasks_counts_as_http() -> None:
+    admission = HttpAdmission()
+    fairness.install_task_factory(asyncio.get_running_loop())
+    try:
+
+        async def view() -> None:
+            _spin(0.02)
+            await asyncio.sleep(0)
+            _spin(0.02)
+
+        async def request() -> None:
+            await asyncio.create_task(view())  # as Django runs the view: a task of its own
+            _spin(0.02)
+
+        async def handle() -> None:  # the request's own task, as uvicorn starts it
+            await admission.timed(request())
+
+        await asyncio.create_task(handle())
+        counted = admission.http_loop
+        assert 0.06 <= counted < 0.5
+        # A task started outside any request does not count.
+        await asyncio.create_task(view())
+        assert admission.http_loop == counted
+    finally:
+        asyncio.get_running_loop().set_task_factory(None)
+
+
+async def test_the_factory_keeps_a_task_factory_already_set() -> None:
+    loop = asyncio.get_running_loop()
+    made: list[object] = []
+
+    def own(loop: asyncio.AbstractEventLoop, coro: Any, **kwargs: Any) -> asyncio.Task[Any]:
+        task = asyncio.Task(coro, loop=loop, **kwargs)
+        made.append(task)
+        return task
+
+    loop.set_task_factory(own)
+    try:
+        fairness.install_task_factory(loop)
+        assert await asyncio.create_task(asyncio.sleep(0, "done")) == "done"
+        assert len(made) == 1
+    finally:
+        loop.set_task_factory(None)
+
+
+async def test_a_requests_thread_cpu_counts_as_http() -> None:
+    pool = ThreadPool(2)
+    admission = HttpAdmission()
+    try:
+        ticket = await admission.enter()
+        async with pool.request_context() as lease:
+            ticket.work = lease
+            await asyncio.get_running_loop().run_in_executor(lease, _spin, 0.05)
+        admission.leave(ticket)
+        assert 0.05 <= admission.http_threads < 0.5
+        # Counted once, however often it is looked at.
+        admission.leave(ticket)
+        assert admission.http_threads == lease.cpu
+    finally:
+        await asyncio.to_thread(pool.shutdown, 5)
 
 
 async def test_a_cancelled_waiter_gives_up_its_place() -> None:
@@ -236,9 +329,42 @@ async def test_a_view_waiting_on_io_lets_the_next_request_in(
             await asyncio.gather(sleeping, return_exceptions=True)
 
 
+async def test_a_live_requests_cpu_is_counted_where_it_is_used() -> None:
+    loop = asyncio.get_running_loop()
+    assert loop.get_task_factory() is None
+    with override_settings(ROOT_URLCONF="tests.urls"):
+        async with (
+            LiveServer("project.asgi", loop_fairness=True) as live,
+            httpx.AsyncClient(base_url=live.http_url, timeout=30) as http,
+        ):
+            admission = live.app.admission
+            assert admission is not None
+
+            async def spin(path: str) -> tuple[float, float]:
+                """The loop and thread time counted for one request to ``path``."""
+                before = admission.http_loop, admission.http_threads
+                assert (await http.get(path, params={"ms": 50})).text == "spun 50.0"
+                # The response reaches the client a few steps before the request leaves.
+                deadline = time.monotonic() + 10
+                while admission.in_flight and time.monotonic() < deadline:
+                    await asyncio.sleep(0.001)
+                assert admission.in_flight == 0
+                return admission.http_loop - before[0], admission.http_threads - before[1]
+
+            # An async view: Django runs it in a task of the request's own, on the loop.
+            on_loop, on_threads = await spin("/spin/")
+            assert on_loop >= 0.05 and on_threads < 0.05
+            # A sync view: on the request's thread.
+            on_loop, on_threads = await spin("/spin-sync/")
+            assert on_threads >= 0.05 and on_loop < 0.05
+        # Stopped: the loop's task factory is the one it had.
+        assert loop.get_task_factory() is None
+
+
 async def test_http_alone_is_not_limited(monkeypatch: pytest.MonkeyPatch) -> None:
     activity = GrpcActivity()
     admission = HttpAdmission(activity)
+    admission.cpu_share = 1.0
     tickets = [await admission.enter() for _ in range(8)]
     # Long iterations while RPCs are starting: HTTP makes room.
     admission._adjust(iteration=10 * fairness.TARGET_HIGH)

@@ -2,7 +2,8 @@
 ``/slow-sync/?s=N``, the same from a sync view blocked in its thread, and
 ``/slow-query/?s=N``, from a sync view waiting on PostgreSQL's ``pg_sleep``), the
 ``/ratelimit/`` views of :mod:`tests.views_ratelimit`, and ``/backend/`` (async) and
-``/backend-sync/``, views that query the database and name their connection."""
+``/backend-sync/``, views that query the database and name their connection, and
+``/spin/?ms=N`` (async) and ``/spin-sync/?ms=N``, views that use N ms of CPU."""
 
 from __future__ import annotations
 
@@ -51,7 +52,27 @@ def backend_sync(request: HttpRequest) -> JsonResponse:
     return JsonResponse(servicers.backend())
 
 
+def _spin(request: HttpRequest) -> HttpResponse:
+    milliseconds = float(request.GET.get("ms", "10"))
+    end = time.thread_time() + milliseconds / 1000
+    while time.thread_time() < end:
+        pass
+    return HttpResponse(f"spun {milliseconds}")
+
+
+async def spin(request: HttpRequest) -> HttpResponse:
+    """Use ``ms`` milliseconds of CPU on the event loop."""
+    return _spin(request)
+
+
+def spin_sync(request: HttpRequest) -> HttpResponse:
+    """Use ``ms`` milliseconds of CPU on the request's thread."""
+    return _spin(request)
+
+
 urlpatterns = [
+    path("spin/", spin),
+    path("spin-sync/", spin_sync),
     path("slow/", slow),
     path("slow-sync/", slow_sync),
     path("slow-query/", slow_query),
