@@ -30,6 +30,19 @@ def no_probe(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(fairness, "PERIOD", 3600.0)
 
 
+@contextlib.asynccontextmanager
+async def _live_admission() -> AsyncIterator[tuple[HttpAdmission, httpx.AsyncClient]]:
+    """A live server with loop fairness on and the tests' views: its admission control,
+    and a client."""
+    with override_settings(ROOT_URLCONF="tests.urls"):
+        async with (
+            LiveServer("project.asgi", loop_fairness=True) as live,
+            httpx.AsyncClient(base_url=live.http_url, timeout=30) as http,
+        ):
+            assert live.app.admission is not None
+            yield live.app.admission, http
+
+
 async def test_an_idle_loop_lets_every_request_in() -> None:
     admission = HttpAdmission()
     tickets = [await admission.enter() for _ in range(50)]
@@ -305,60 +318,49 @@ async def test_a_view_waiting_on_io_lets_the_next_request_in(
         pytest.skip("waits on pg_sleep: needs the PostgreSQL run (scripts/test runs it there)")
     # Only the I/O wait can let the second request in: age does not expire the first.
     monkeypatch.setattr(fairness, "EXPIRY", 3600.0)
-    with override_settings(ROOT_URLCONF="tests.urls"):
-        async with (
-            LiveServer("project.asgi", loop_fairness=True) as live,
-            httpx.AsyncClient(base_url=live.http_url, timeout=30) as http,
-        ):
-            admission = live.app.admission
-            assert admission is not None
-            admission.limit = 1  # as when HTTP keeps the loop busy while RPCs arrive
-            sleeping = asyncio.create_task(http.get(view, params={"s": seconds}))
-            deadline = time.monotonic() + 10
-            while admission.in_flight == 0 and time.monotonic() < deadline:
-                await asyncio.sleep(0.005)
-            assert admission.in_flight == 1, "the sleeping request was not let in"
-            quick = asyncio.create_task(http.get(view, params={"s": 0}))
-            while not quick.done() and time.monotonic() < deadline:
-                admission._expire()  # what the loop probe does every PERIOD
-                await asyncio.sleep(0.005)
-            assert quick.done(), "the quick request was not let in"
-            assert (await quick).text == "slept 0.0"
-            assert not sleeping.done()  # it was let in while the first one still waited
-            sleeping.cancel()
-            await asyncio.gather(sleeping, return_exceptions=True)
+    async with _live_admission() as (admission, http):
+        admission.limit = 1  # as when HTTP keeps the loop busy while RPCs arrive
+        sleeping = asyncio.create_task(http.get(view, params={"s": seconds}))
+        deadline = time.monotonic() + 10
+        while admission.in_flight == 0 and time.monotonic() < deadline:
+            await asyncio.sleep(0.005)
+        assert admission.in_flight == 1, "the sleeping request was not let in"
+        quick = asyncio.create_task(http.get(view, params={"s": 0}))
+        while not quick.done() and time.monotonic() < deadline:
+            admission._expire()  # what the loop probe does every PERIOD
+            await asyncio.sleep(0.005)
+        assert quick.done(), "the quick request was not let in"
+        assert (await quick).text == "slept 0.0"
+        assert not sleeping.done()  # it was let in while the first one still waited
+        sleeping.cancel()
+        await asyncio.gather(sleeping, return_exceptions=True)
 
 
 async def test_a_live_requests_cpu_is_counted_where_it_is_used() -> None:
     loop = asyncio.get_running_loop()
     assert loop.get_task_factory() is None
-    with override_settings(ROOT_URLCONF="tests.urls"):
-        async with (
-            LiveServer("project.asgi", loop_fairness=True) as live,
-            httpx.AsyncClient(base_url=live.http_url, timeout=30) as http,
-        ):
-            admission = live.app.admission
-            assert admission is not None
+    async with _live_admission() as (admission, http):
 
-            async def spin(path: str) -> tuple[float, float]:
-                """The loop and thread time counted for one request to ``path``."""
-                before = admission.http_loop, admission.http_threads
-                assert (await http.get(path, params={"ms": 50})).text == "spun 50.0"
-                # The response reaches the client a few steps before the request leaves.
-                deadline = time.monotonic() + 10
-                while admission.in_flight and time.monotonic() < deadline:
-                    await asyncio.sleep(0.001)
-                assert admission.in_flight == 0
-                return admission.http_loop - before[0], admission.http_threads - before[1]
+        async def spin(path: str) -> tuple[float, float]:
+            """The loop and thread time counted for one request to ``path``."""
+            before = admission.http_loop, admission.http_threads
+            assert (await http.get(path, params={"ms": 50})).text == "spun 50.0"
+            # The response reaches the client a few steps before the request leaves.
+            deadline = time.monotonic() + 10
+            while admission.in_flight and time.monotonic() < deadline:
+                await asyncio.sleep(0.001)
+            assert admission.in_flight == 0
+            return admission.http_loop - before[0], admission.http_threads - before[1]
 
-            # An async view: Django runs it in a task of the request's own, on the loop.
-            on_loop, on_threads = await spin("/spin/")
-            assert on_loop >= 0.05 and on_threads < 0.05
-            # A sync view: on the request's thread.
-            on_loop, on_threads = await spin("/spin-sync/")
-            assert on_threads >= 0.05 and on_loop < 0.05
-        # Stopped: the loop's task factory is the one it had.
-        assert loop.get_task_factory() is None
+        # An async view: Django runs it in a task of the request's own, on the loop.
+        on_loop, on_threads = await spin("/spin/")
+        assert on_loop >= 0.05 and on_threads < 0.05
+        # A sync view: on the request's thread.
+        on_loop, on_threads = await spin("/spin-sync/")
+        assert on_threads >= 0.05 and on_loop < 0.05
+        assert loop.get_task_factory() is not None
+    # Stopped: the loop's task factory is the one it had.
+    assert loop.get_task_factory() is None
 
 
 async def test_http_alone_is_not_limited(monkeypatch: pytest.MonkeyPatch) -> None:
