@@ -6,9 +6,9 @@ in one task that waits for the next call, starts it and asks for another; in pra
 RPC takes about four loop iterations, one after the other, however many RPCs the client
 has in flight. uvicorn, on the other hand, starts work for every connection that has a
 request in every iteration. With a hundred busy HTTP connections an iteration lasts a
-millisecond or more (each Django request adds a dozen thread hops for its middleware),
-so gRPC falls to a few hundred RPCs a second, and its latency grows with the number of
-RPCs waiting. BENCHMARKS.md has the measurements.
+millisecond or more, so gRPC falls to a few hundred RPCs a second, and its latency grows
+with the number of RPCs waiting. BENCHMARKS.md has the measurements, and why grpc.aio
+moves at that pace ("two limits in grpc.aio").
 
 What it does: HTTP admission control driven by the length of a loop iteration, while
 gRPC has work. While HTTP requests are in flight, a probe measures how long an iteration
@@ -25,17 +25,17 @@ thread and no database connection, in arrival order. So:
   room for (:class:`GrpcActivity`);
 - gRPC keeps enough iterations to make progress.
 
-The limit has a floor in CPU time: while HTTP requests wait, HTTP is neither cut nor
-kept from growing while it gets less than ``CPU_FLOOR`` of the process's CPU time. Of
-what admission control sees, that is about half the core: the loop time of the steps of
-each request's task and of the tasks it starts (Django runs its view in one), plus the
-CPU time its sync calls use on their thread; uvicorn's own parsing and writing is not
-seen. Iteration length alone lets HTTP keep a share that depends on the host: how long
-an iteration lasts with a given number of requests in Django changes with how fast the
-machine runs Python against system calls, and in the benchmark's mixed load the same
-targets left HTTP with anything from 18% to 41% of its solo rate from one host to the
-next. Each protocol keeps about its share of the CPU, less what interleaving costs, on
-any host.
+The limit has a floor in CPU time: while HTTP gets less than ``CPU_FLOOR`` of the
+process's CPU time, its limit is not cut, and it grows by one a probe while requests
+wait. Of what admission control sees, that is about half the core: the loop time of
+the steps of each request's task and of the tasks it starts (Django runs its view in
+one), plus the CPU time its sync calls use on their thread; uvicorn's own parsing and
+writing is not seen. Iteration length alone lets HTTP keep a share that depends on the
+host: how long an iteration lasts with a given number of requests in Django changes
+with how fast the machine runs Python against system calls, and in the benchmark's
+mixed load the same targets left HTTP with anything from 18% to 41% of its solo rate
+from one host to the next. A share of the CPU is meant not to depend on that; it has
+been measured on one host so far (BENCHMARKS.md, seventh round).
 
 A request stops counting toward the limit, so that requests that do not load the loop
 cannot hold the door shut, once it has been in flight for ``EXPIRY`` seconds (a long
