@@ -81,10 +81,11 @@ class HybridApp:
     async def startup(self) -> None:
         """Start the gRPC server. Raises StartupError with a one-line reason."""
         activity = self.admission.grpc if self.admission is not None else None
-        if self.admission is not None:
-            self._uninstall_task_factory = install_task_factory(asyncio.get_running_loop())
         self.grpc = GrpcServer(self.config, self.pool, activity)
         await self.grpc.start()
+        # Only once started: a failed startup gets no shutdown to take it off the loop.
+        if self.admission is not None:
+            self._uninstall_task_factory = install_task_factory(asyncio.get_running_loop())
 
     def begin_shutdown(self) -> None:
         """First signal: stop taking new work on both protocols, now. Idempotent."""

@@ -22,6 +22,7 @@ from hybridserver.testing import LiveServer
 from hybridserver.threads import Lease, ThreadPool
 from project.catalog.grpc_gen.catalog.v1 import catalog_pb2, catalog_pb2_grpc
 from tests.conftest import SESSION_POSTGRES, method
+from tests.urls import use_cpu
 
 
 @pytest.fixture(autouse=True)
@@ -116,25 +117,19 @@ async def test_http_under_its_cpu_floor_is_not_cut_and_grows_while_requests_wait
         admission.leave(ticket)
 
 
-def _spin(seconds: float) -> None:
-    end = time.thread_time() + seconds
-    while time.thread_time() < end:
-        pass
-
-
 async def test_the_loop_time_of_a_request_and_of_its_tasks_counts_as_http() -> None:
     admission = HttpAdmission()
     fairness.install_task_factory(asyncio.get_running_loop())
     try:
 
         async def view() -> None:
-            _spin(0.02)
+            use_cpu(0.02)
             await asyncio.sleep(0)
-            _spin(0.02)
+            use_cpu(0.02)
 
         async def request() -> None:
             await asyncio.create_task(view())  # as Django runs the view: a task of its own
-            _spin(0.02)
+            use_cpu(0.02)
 
         async def handle() -> None:  # the request's own task, as uvicorn starts it
             await admission.timed(request())
@@ -174,7 +169,7 @@ async def test_a_requests_thread_cpu_counts_as_http() -> None:
         ticket = await admission.enter()
         async with pool.request_context() as lease:
             ticket.work = lease
-            await asyncio.get_running_loop().run_in_executor(lease, _spin, 0.05)
+            await asyncio.get_running_loop().run_in_executor(lease, use_cpu, 0.05)
         admission.leave(ticket)
         assert 0.05 <= admission.http_threads < 0.5
         # Counted once, however often it is looked at.

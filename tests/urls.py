@@ -52,11 +52,16 @@ def backend_sync(request: HttpRequest) -> JsonResponse:
     return JsonResponse(servicers.backend())
 
 
-def _spin(request: HttpRequest) -> HttpResponse:
-    milliseconds = float(request.GET.get("ms", "10"))
-    end = time.thread_time() + milliseconds / 1000
+def use_cpu(seconds: float) -> None:
+    """Keep the calling thread busy for ``seconds`` of its own CPU time."""
+    end = time.thread_time() + seconds
     while time.thread_time() < end:
         pass
+
+
+def _spin(request: HttpRequest) -> HttpResponse:
+    milliseconds = float(request.GET.get("ms", "10"))
+    use_cpu(milliseconds / 1000)
     return HttpResponse(f"spun {milliseconds}")
 
 
