@@ -21,6 +21,7 @@ from asgiref.sync import sync_to_async
 from asgiref.typing import ASGIApplication, ASGIReceiveCallable, ASGISendCallable, Scope
 
 from hybridserver.config import Config
+from hybridserver.disconnect import quiet_disconnects
 from hybridserver.fairness import GrpcActivity, HttpAdmission, install_task_factory
 from hybridserver.grpc.server import GrpcServer, StartupError
 from hybridserver.middleware import coalesce, find_django_handler
@@ -42,9 +43,12 @@ class HybridApp:
         #: HTTP admission control that keeps gRPC served when HTTP saturates the loop
         #: (``LOOP_FAIRNESS``; see :mod:`hybridserver.fairness`).
         self.admission = HttpAdmission(GrpcActivity()) if config.loop_fairness else None
-        if config.coalesce_middleware:
-            handler = find_django_handler(app)
-            if handler is not None:
+        handler = find_django_handler(app)
+        if handler is not None:
+            # Frees each request's objects when it ends rather than at the next garbage
+            # collection (see hybridserver.disconnect).
+            quiet_disconnects(handler)
+            if config.coalesce_middleware:
                 saved = coalesce(handler)
                 logger.debug("Middleware coalesced: up to %d thread hops fewer per request", saved)
         self.grpc: GrpcServer | None = None

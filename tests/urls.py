@@ -3,7 +3,9 @@
 ``/slow-query/?s=N``, from a sync view waiting on PostgreSQL's ``pg_sleep``), the
 ``/ratelimit/`` views of :mod:`tests.views_ratelimit`, and ``/backend/`` (async) and
 ``/backend-sync/``, views that query the database and name their connection, and
-``/spin/?ms=N`` (async) and ``/spin-sync/?ms=N``, views that use N ms of CPU."""
+``/spin/?ms=N`` (async) and ``/spin-sync/?ms=N``, views that use N ms of CPU, and
+``/until-cancelled/``, a view that waits until it is cancelled and says so in
+:data:`WAITING`."""
 
 from __future__ import annotations
 
@@ -26,6 +28,21 @@ async def slow(request: HttpRequest) -> HttpResponse:
     sys.stdout.flush()
     await asyncio.sleep(seconds)
     return HttpResponse(f"slept {seconds}")
+
+
+#: Set by a test: ``started`` and ``cancelled`` events for ``/until-cancelled/``.
+WAITING: dict[str, asyncio.Event] = {}
+
+
+async def until_cancelled(request: HttpRequest) -> HttpResponse:
+    """Wait until cancelled (a client that leaves), setting ``WAITING``'s events."""
+    WAITING["started"].set()
+    try:
+        await asyncio.Event().wait()
+    except asyncio.CancelledError:
+        WAITING["cancelled"].set()
+        raise
+    raise AssertionError("unreachable")
 
 
 def slow_sync(request: HttpRequest) -> HttpResponse:
@@ -79,6 +96,7 @@ urlpatterns = [
     path("spin/", spin),
     path("spin-sync/", spin_sync),
     path("slow/", slow),
+    path("until-cancelled/", until_cancelled),
     path("slow-sync/", slow_sync),
     path("slow-query/", slow_query),
     path("backend/", backend),
