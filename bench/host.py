@@ -5,9 +5,10 @@ figures do not, and a virtual machine can lose half its speed for minutes at a t
 :class:`Gauge` times a fixed pure-Python loop on the servers' core before each scenario
 and at the end of the run (best of a few tries, in CPU time, so a scheduler pause does
 not count but a slower CPU does), and reads the time the hypervisor took from the
-machine (steal, from ``/proc/stat``). ``bench/run --publish`` publishes only a run whose
-loop times stayed within ``MAX_SPREAD`` of each other and whose steal stayed under
-``MAX_STEAL``; the figures go into the JSON and under the table either way.
+machine (steal, from ``/proc/stat``). A run is steady if its loop times stayed within
+``MAX_SPREAD`` of each other and its steal under ``MAX_STEAL``; ``bench/run --publish``
+publishes any other run with :func:`warning` above the table. The figures go into the
+JSON and under the table either way.
 """
 
 from __future__ import annotations
@@ -97,6 +98,15 @@ def problems(summary: dict[str, Any]) -> list[str]:
             f"the hypervisor took {steal:.1%} of the CPU time (at most {MAX_STEAL:.0%})"
         )
     return problems
+
+
+def warning(problems: list[str]) -> str:
+    """The line above a published table whose run was not steady."""
+    return (
+        "**Unsteady host:** " + "; ".join(problems) + ". Absolute figures of rows run at "
+        "different times do not compare; each comparison's ratio does, its two sides "
+        "having run in alternating rounds of the same run."
+    )
 
 
 def line(summary: dict[str, Any]) -> str:
