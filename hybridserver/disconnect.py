@@ -8,8 +8,8 @@ goes on. The exception keeps its traceback, the traceback keeps ``handle``'s fra
 that frame keeps the task that holds the exception: a cycle, and with it the request,
 its session, its response and whatever else the view left in its frames. Reference
 counting cannot free any of it; only Python's cyclic garbage collector can, and under
-load it spent about a fifth of the server's CPU time doing so (BENCHMARKS.md, "Garbage
-from every request"). Django ticket #36700.
+HTTP load it spent about a sixth of the server's CPU time, much of it on these requests
+(BENCHMARKS.md, "Garbage from every request"). Django ticket #36700.
 
 ``handle`` cancels the view as soon as the listener ends, whether it returned or
 raised, and ignores ``RequestAborted``: so here the listener returns instead of raising,

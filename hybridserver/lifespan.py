@@ -6,7 +6,9 @@ gRPC server inside the running loop at ``lifespan.startup`` and stops it at
 ``lifespan.shutdown``. It also answers the HTTP health path before Django's URLconf,
 gives every HTTP request the same pooled-thread context an RPC gets, holds HTTP
 requests back when they would crowd gRPC out of the loop (:mod:`hybridserver.fairness`),
-and has Django's middleware run in fewer thread hops (:mod:`hybridserver.middleware`).
+has Django's middleware run in fewer thread hops (:mod:`hybridserver.middleware`), and
+has Django's handler free each request's objects when it ends
+(:mod:`hybridserver.disconnect`).
 """
 
 from __future__ import annotations
