@@ -39,7 +39,7 @@ def quiet_disconnects(handler: Any) -> bool:
     """Have ``handler``'s disconnect listener return rather than raise
     ``RequestAborted``, if that changes nothing but the garbage; return whether it
     did."""
-    if tuple(django.VERSION[:2]) not in RELEASES or not isinstance(handler, ASGIHandler):
+    if django.VERSION[:2] not in RELEASES or not isinstance(handler, ASGIHandler):
         return False
     cls = type(handler)
     if cls.handle is not _DJANGO_HANDLE or cls.listen_for_disconnect is not _DJANGO_LISTEN:

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import gc
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from urllib.parse import urlsplit
 
 import django
@@ -23,31 +23,34 @@ from tests import urls
 
 
 @pytest.fixture
-def garbage() -> Iterator[list[object]]:
-    """What the cyclic garbage collector finds from now until the test reads it."""
+def garbage() -> Iterator[Callable[[], list[object]]]:
+    """A function that returns what the cyclic garbage collector has found since the
+    test began."""
     gc.collect()
-    found: list[object] = []
     gc.set_debug(gc.DEBUG_SAVEALL)
+
+    def collect() -> list[object]:
+        gc.collect()
+        return list(gc.garbage)
+
     try:
-        yield found
+        yield collect
     finally:
         gc.set_debug(0)
         gc.garbage.clear()
 
 
 async def test_requests_leave_no_cycle_through_the_disconnect_listener(garbage) -> None:
-    with override_settings(ROOT_URLCONF="tests.urls"):
-        async with (
-            LiveServer("project.asgi") as live,
-            httpx.AsyncClient(base_url=live.http_url, timeout=30) as http,
-        ):
-            for _ in range(20):
-                response = await http.get("/api/books/")
-                assert response.status_code in (200, 401)
-            gc.collect()
-            garbage.extend(gc.garbage)
-    aborted = [item for item in garbage if isinstance(item, RequestAborted)]
-    tasks = [item for item in garbage if isinstance(item, asyncio.Task)]
+    async with (
+        LiveServer("project.asgi") as live,
+        httpx.AsyncClient(base_url=live.http_url, timeout=30) as http,
+    ):
+        for _ in range(20):
+            response = await http.get("/api/books/")
+            assert response.status_code in (200, 401)
+        found = garbage()
+    aborted = [item for item in found if isinstance(item, RequestAborted)]
+    tasks = [item for item in found if isinstance(item, asyncio.Task)]
     assert aborted == [] and tasks == []
 
 
