@@ -219,25 +219,34 @@ def context_switches(pid: int) -> dict[str, int]:
     return counts
 
 
-def run(*jobs: Job, pid: int | None = None, steady_threads: bool = True) -> list[Load]:
-    """Start the jobs together (a mixed load) and wait for all of them. With ``pid``,
-    each result carries that process's CPU time per request of the whole run, and its
-    context switches per request if its threads all lasted the run (Linux counts them
-    per thread; an ended thread's are gone): ``steady_threads=False`` for a process
-    that starts and ends threads as it serves."""
-    cpu_before = cpu_seconds(pid) if pid else 0.0
-    switches_before = context_switches(pid) if pid else {}
+def run(
+    *jobs: Job, pid: int | Sequence[int] | None = None, steady_threads: bool = True
+) -> list[Load]:
+    """Start the jobs together (a mixed load) and wait for all of them. With ``pid`` (one
+    process, or several measured as one deployment), each result carries the CPU time of
+    those processes per request of the whole run, and their context switches per request
+    if their threads all lasted the run (Linux counts them per thread; an ended thread's
+    are gone): ``steady_threads=False`` for a process that starts and ends threads as it
+    serves."""
+    pids = () if pid is None else (pid,) if isinstance(pid, int) else tuple(pid)
+    cpu_before = sum(cpu_seconds(p) for p in pids)
+    switches_before = _switches(pids)
     for job in jobs:
         job.start()
     loads = [job.result() for job in jobs]
-    if pid:
+    if pids:
         requests = sum(load.requests for load in loads)
         if requests:
-            cpu = (cpu_seconds(pid) - cpu_before) * 1e6 / requests
-            switches_after = context_switches(pid)
+            cpu = (sum(cpu_seconds(p) for p in pids) - cpu_before) * 1e6 / requests
+            switches_after = _switches(pids)
             switches = float("nan")
             if steady_threads and switches_before.keys() <= switches_after.keys():
                 switches = (sum(switches_after.values()) - sum(switches_before.values())) / requests
             for load in loads:
                 load.cpu_us, load.switches = cpu, switches
     return loads
+
+
+def _switches(pids: Sequence[int]) -> dict[str, int]:
+    # Thread ids are unique across processes, so the counts of several merge.
+    return {task: count for pid in pids for task, count in context_switches(pid).items()}

@@ -132,6 +132,20 @@ def servers(*servers: Server) -> Iterator[list[Server]]:
         yield [stack.enter_context(server) for server in servers]
 
 
+class Deployment:
+    """Servers loaded as one deployment: the CPU time and context switches of all their
+    processes (a ``--workers`` server's workers included) count together."""
+
+    steady_threads = True
+
+    def __init__(self, *servers: Server) -> None:
+        self.servers = servers
+
+    @property
+    def pid(self) -> tuple[int, ...]:
+        return tuple(pid for server in self.servers for pid in server.pids())
+
+
 def spread(shares: Sequence[float]) -> str:
     """``rounds 37-43%``: the lowest and highest of per-round shares."""
     if not shares:
@@ -248,6 +262,62 @@ def mixed_stream(b: Bench) -> None:
 
     section = f"mixed, gRPC server streams: {HTTP_LOAD} + {STREAM_LOAD}"
     _mixed(b, wrk, section, "mixed_stream", targets=False, grpc_load=ticks)
+
+
+def split(b: Bench) -> None:
+    """One process or more on the one core, under the mixed load: a server serving both
+    protocols in one loop; the same server code as two processes, one loaded with HTTP
+    and the other with gRPC, as a team running an HTTP server and a gRPC server side by
+    side would deploy them; and ``--workers 2``, two processes each serving both. Each
+    protocol's throughput under the mixed load is a share of its own solo figure in the
+    same deployment, so the shares compare across deployments."""
+    env = sqlite_env()
+    one = hybridserver("one process", env)
+    http_side = hybridserver("two processes, HTTP", env)
+    grpc_side = hybridserver("two processes, gRPC", env)
+    workers = hybridserver("--workers 2", env, "--workers", "2")
+    deployments = [
+        ("one process", Deployment(one), one, one),
+        ("two processes, one per protocol", Deployment(http_side, grpc_side), http_side, grpc_side),
+        ("--workers 2", Deployment(workers), workers, workers),
+    ]
+    with servers(one, http_side, grpc_side, workers):
+        got = b.compare(
+            [(f"{name}: gRPC", d, h2load(g)) for name, d, _, g in deployments]
+            + [(f"{name}: HTTP", d, wrk(h)) for name, d, h, _ in deployments]
+            + [(f"{name}: mixed", d, both(wrk(h), h2load(g))) for name, d, h, g in deployments]
+        )
+    section = f"one process or two on one core: {HTTP_LOAD} + {GRPC_LOAD}"
+    summary = b.results.settings.setdefault("split", {})
+    for name, *_ in deployments:
+        grpc_solo, http_solo = got[f"{name}: gRPC"][0], got[f"{name}: HTTP"][0]
+        http_mixed, grpc_mixed = got[f"{name}: mixed"]
+        grpc_share, http_share = ratio(grpc_mixed, grpc_solo), ratio(http_mixed, http_solo)
+        grpc_rounds = b.round_shares(f"{name}: mixed", 1, f"{name}: gRPC")
+        http_rounds = b.round_shares(f"{name}: mixed", 0, f"{name}: HTTP")
+        b.results.add(section, f"{name}, gRPC alone", grpc_solo)
+        b.results.add(section, f"{name}, HTTP alone", http_solo)
+        b.results.add(
+            section,
+            f"{name}, gRPC mixed",
+            grpc_mixed,
+            note=f"{grpc_share:.0%} of alone ({spread(grpc_rounds)}); "
+            f"p99 {grpc_mixed.p99_ms / grpc_solo.p99_ms:.1f}x",
+        )
+        b.results.add(
+            section,
+            f"{name}, HTTP mixed",
+            http_mixed,
+            note=f"{http_share:.0%} of alone ({spread(http_rounds)}); "
+            f"sum of the shares {grpc_share + http_share:.0%}",
+        )
+        summary[name] = {
+            "grpc_share": grpc_share,
+            "http_share": http_share,
+            "grpc_p99_ratio": grpc_mixed.p99_ms / grpc_solo.p99_ms,
+            "grpc_share_rounds": grpc_rounds,
+            "http_share_rounds": http_rounds,
+        }
 
 
 def middleware(b: Bench) -> None:

@@ -83,6 +83,14 @@ class Server:
         assert self.process is not None
         return self.process.pid
 
+    def pids(self) -> tuple[int, ...]:
+        """The server's process and its children (the workers of ``--workers``)."""
+        try:
+            with open(f"/proc/{self.pid}/task/{self.pid}/children") as children:
+                return (self.pid, *(int(pid) for pid in children.read().split()))
+        except OSError:
+            return (self.pid,)
+
     @property
     def output(self) -> str:
         return "\n".join(list(self.lines)[-60:])
