@@ -28,6 +28,7 @@ SCENARIOS = {
     "mixed-sync-io": scenarios.mixed_sync_io,
     "mixed-stream": scenarios.mixed_stream,
     "split": scenarios.split,
+    "trickle": scenarios.trickle,
     "middleware": scenarios.middleware,
     "orm": scenarios.orm,
     "streams": scenarios.streams,
@@ -37,7 +38,7 @@ SCENARIOS = {
     "peers": scenarios.peers,
     "lab": scenarios.lab,
 }
-#: Run by default; "lab" (the root-cause experiment) only when named.
+#: Run by default; "trickle" and "lab" (the root-cause experiment) only when named.
 DEFAULT = (
     "echo",
     "http",

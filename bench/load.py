@@ -127,7 +127,8 @@ class Wrk(Job):
 
 class H2load(Job):
     """``h2load`` sending one unary RPC: ``clients`` connections, ``streams`` each;
-    ``scheme="https"``: over TLS (HTTP/2 by ALPN; h2load does not check the certificate)."""
+    ``scheme="https"``: over TLS (HTTP/2 by ALPN; h2load does not check the certificate);
+    ``rps``: at most that many RPCs a second on each connection."""
 
     def __init__(
         self,
@@ -140,6 +141,7 @@ class H2load(Job):
         duration: float,
         metadata: Any = (),
         scheme: str = "http",
+        rps: int | None = None,
     ) -> None:
         body = tempfile.NamedTemporaryFile(prefix="bench-body-", delete=False)
         body.write(grpc_frame(message))
@@ -158,6 +160,8 @@ class H2load(Job):
             "-H",
             "te: trailers",
         ]
+        if rps is not None:
+            self.command.append(f"--rps={rps}")  # per connection
         for name, value in metadata:
             self.command += ["-H", f"{name}: {value}"]
         self.command.append(f"{scheme}://{target}{method}")

@@ -264,6 +264,41 @@ def mixed_stream(b: Bench) -> None:
     _mixed(b, wrk, section, "mixed_stream", targets=False, grpc_load=ticks)
 
 
+TRICKLE_RPS = 20
+
+
+def trickle(b: Bench) -> None:
+    """The HTTP load beside a trickle of RPCs (one connection, ``TRICKLE_RPS`` a second),
+    fairness on and off: admission control sees gRPC at work, and must not throttle HTTP
+    for so little."""
+
+    def rpcs(server: Server):
+        return h2load(server, clients=1, streams=1, rps=TRICKLE_RPS)
+
+    env = sqlite_env()
+    on, off = (hybridserver(name, env, *flags) for name, flags in FAIRNESS)
+    with servers(on, off):
+        got = b.compare(
+            [(f"{s.name}: HTTP", s, wrk(s)) for s in (on, off)]
+            + [(f"{s.name}: with RPCs", s, both(wrk(s), rpcs(s))) for s in (on, off)]
+        )
+    rate = f"h2load 1 connection at {TRICKLE_RPS} RPC/s"
+    section = f"HTTP beside a trickle of RPCs: {HTTP_LOAD} + {rate}"
+    on_vs_off = b.paired_ratio(f"{on.name}: with RPCs", f"{off.name}: with RPCs")
+    b.results.settings["trickle"] = {"http_on_vs_off": on_vs_off}
+    for server in (on, off):
+        name = server.name
+        alone = got[f"{name}: HTTP"][0]
+        http, rpcs_load = got[f"{name}: with RPCs"]
+        rounds = b.round_shares(f"{name}: with RPCs", 0, f"{name}: HTTP")
+        note = f"{ratio(http, alone):.0%} of alone ({spread(rounds)})"
+        if server is on:
+            note += f"; {on_vs_off:.2f}x fairness off"
+        b.results.add(section, f"{name}, HTTP alone", alone)
+        b.results.add(section, f"{name}, HTTP beside the RPCs", http, note=note)
+        b.results.add(section, f"{name}, the RPCs", rpcs_load)
+
+
 def split(b: Bench) -> None:
     """One process or more on the one core, under the mixed load: a server serving both
     protocols in one loop; the same server code as two processes, one loaded with HTTP
