@@ -34,8 +34,10 @@ writing is not seen. Iteration length alone lets HTTP keep a share that depends 
 host: how long an iteration lasts with a given number of requests in Django changes
 with how fast the machine runs Python against system calls, and in the benchmark's
 mixed load the same targets left HTTP with anything from 18% to 41% of its solo rate
-from one host to the next. A share of the CPU is meant not to depend on that; it has
-been measured on one host so far (BENCHMARKS.md, seventh round).
+from one host to the next. A share of the CPU is meant not to depend on that. On the
+host it was tuned on it balanced the two (BENCHMARKS.md, seventh round); on a faster
+one the loop gave gRPC its share unaided and HTTP fell short, which this cannot mend:
+it only ever holds HTTP back, and nothing here holds RPCs back (eighth round).
 
 A request stops counting toward the limit, so that requests that do not load the loop
 cannot hold the door shut, once it has been in flight for ``EXPIRY`` seconds (a long
