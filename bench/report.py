@@ -126,15 +126,21 @@ class Results:
         shown = [t for t in self.targets if t.status != "n/a"]
         if not shown:
             return
-        mixed = self.settings.get("mixed", {})
+        # The mixed load's shares: one process, fairness on and off, then the other
+        # deployments of the split scenario on the same core.
+        mixed = {f"one process, {k}": v for k, v in self.settings.get("mixed", {}).items()}
+        for name, shares in self.settings.get("split", {}).items():
+            if name != "one process":  # the same as "one process, fairness on"
+                mixed[name] = shares
         height = 0.42 * len(shown) + 1.2
         if mixed:
+            lower = 0.55 * len(mixed) + 1.1
             fig, (ax, ax2) = plt.subplots(
                 2,
                 1,
-                figsize=(8, height + 2.4),
+                figsize=(8, height + lower + 0.2),
                 dpi=80,
-                gridspec_kw={"height_ratios": [height, 2.2]},
+                gridspec_kw={"height_ratios": [height, lower]},
             )
         else:
             fig, ax = plt.subplots(figsize=(8, height), dpi=80)
@@ -172,7 +178,7 @@ class Results:
             ax2.set_xlim(0, 100)
             ax2.set_xlabel("throughput under mixed load, % of the same protocol alone", fontsize=8)
             ax2.legend(fontsize=7, loc="lower right")
-            ax2.set_title("HTTP and gRPC together on one loop", fontsize=9)
+            ax2.set_title("HTTP and gRPC loaded together on one core", fontsize=9)
         fig.tight_layout()
         fig.savefig(path)
         plt.close(fig)
