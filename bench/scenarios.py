@@ -13,6 +13,7 @@ import tempfile
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import ExitStack, contextmanager
+from typing import Any
 
 from bench import db
 from bench.load import H2load, Job, Load, Wrk, run
@@ -66,7 +67,11 @@ class Bench:
             order = contenders if round_ % 2 == 0 else list(reversed(contenders))
             for name, server, jobs in order:
                 runs[name].append(
-                    run(*jobs(self.duration), pid=server.pid, steady_threads=server.steady_threads)
+                    run(
+                        *jobs(self.duration),
+                        pid=server.pids(),
+                        steady_threads=server.steady_threads,
+                    )
                 )
         self.last_runs = runs
         return {
@@ -134,15 +139,14 @@ def servers(*servers: Server) -> Iterator[list[Server]]:
 
 class Deployment:
     """Servers loaded as one deployment: the CPU time and context switches of all their
-    processes (a ``--workers`` server's workers included) count together."""
+    processes count together."""
 
     steady_threads = True
 
     def __init__(self, *servers: Server) -> None:
         self.servers = servers
 
-    @property
-    def pid(self) -> tuple[int, ...]:
+    def pids(self) -> tuple[int, ...]:
         return tuple(pid for server in self.servers for pid in server.pids())
 
 
@@ -312,9 +316,9 @@ def split(b: Bench) -> None:
     grpc_side = hybridserver("two processes, gRPC", env)
     workers = hybridserver("--workers 2", env, "--workers", "2")
     deployments = [
-        ("one process", Deployment(one), one, one),
+        ("one process", one, one, one),
         ("two processes, one per protocol", Deployment(http_side, grpc_side), http_side, grpc_side),
-        ("--workers 2", Deployment(workers), workers, workers),
+        ("--workers 2", workers, workers, workers),
     ]
     with servers(one, http_side, grpc_side, workers):
         got = b.compare(
@@ -325,34 +329,7 @@ def split(b: Bench) -> None:
     section = f"one process or two on one core: {HTTP_LOAD} + {GRPC_LOAD}"
     summary = b.results.settings.setdefault("split", {})
     for name, *_ in deployments:
-        grpc_solo, http_solo = got[f"{name}: gRPC"][0], got[f"{name}: HTTP"][0]
-        http_mixed, grpc_mixed = got[f"{name}: mixed"]
-        grpc_share, http_share = ratio(grpc_mixed, grpc_solo), ratio(http_mixed, http_solo)
-        grpc_rounds = b.round_shares(f"{name}: mixed", 1, f"{name}: gRPC")
-        http_rounds = b.round_shares(f"{name}: mixed", 0, f"{name}: HTTP")
-        b.results.add(section, f"{name}, gRPC alone", grpc_solo)
-        b.results.add(section, f"{name}, HTTP alone", http_solo)
-        b.results.add(
-            section,
-            f"{name}, gRPC mixed",
-            grpc_mixed,
-            note=f"{grpc_share:.0%} of alone ({spread(grpc_rounds)}); "
-            f"p99 {grpc_mixed.p99_ms / grpc_solo.p99_ms:.1f}x",
-        )
-        b.results.add(
-            section,
-            f"{name}, HTTP mixed",
-            http_mixed,
-            note=f"{http_share:.0%} of alone ({spread(http_rounds)}); "
-            f"sum of the shares {grpc_share + http_share:.0%}",
-        )
-        summary[name] = {
-            "grpc_share": grpc_share,
-            "http_share": http_share,
-            "grpc_p99_ratio": grpc_mixed.p99_ms / grpc_solo.p99_ms,
-            "grpc_share_rounds": grpc_rounds,
-            "http_share_rounds": http_rounds,
-        }
+        summary[name] = _add_shares(b, got, section, name, with_sum=True)
 
 
 def middleware(b: Bench) -> None:
@@ -388,57 +365,51 @@ def _mixed(
             + [(f"{s.name}: mixed", s, both(http_load(s), grpc_load(s))) for s in (on, off)]
         )
     for server in (on, off):
-        name = server.name
-        grpc_solo, http_solo = got[f"{name}: gRPC"][0], got[f"{name}: HTTP"][0]
-        http_mixed, grpc_mixed = got[f"{name}: mixed"]
-        # The mixed job list is (wrk, h2load): HTTP is job 0, gRPC job 1.
-        grpc_rounds = b.round_shares(f"{name}: mixed", 1, f"{name}: gRPC")
-        http_rounds = b.round_shares(f"{name}: mixed", 0, f"{name}: HTTP")
-        b.results.add(section, f"{name}, gRPC alone", grpc_solo)
-        b.results.add(section, f"{name}, HTTP alone", http_solo)
-        b.results.add(
-            section,
-            f"{name}, gRPC mixed",
-            grpc_mixed,
-            note=f"{ratio(grpc_mixed, grpc_solo):.0%} of alone ({spread(grpc_rounds)}); "
-            f"p99 {grpc_mixed.p99_ms / grpc_solo.p99_ms:.1f}x",
-        )
-        b.results.add(
-            section,
-            f"{name}, HTTP mixed",
-            http_mixed,
-            note=f"{ratio(http_mixed, http_solo):.0%} of alone ({spread(http_rounds)})",
-        )
-        b.results.settings.setdefault(key, {})[name] = {
-            "grpc_share": ratio(grpc_mixed, grpc_solo),
-            "http_share": ratio(http_mixed, http_solo),
-            "grpc_p99_ratio": grpc_mixed.p99_ms / grpc_solo.p99_ms,
-            "grpc_share_rounds": grpc_rounds,
-            "http_share_rounds": http_rounds,
-        }
+        shares = _add_shares(b, got, section, server.name)
+        b.results.settings.setdefault(key, {})[server.name] = shares
         if server is on and targets:
             r = b.results
             r.target(
-                "mixed: gRPC keeps of its solo throughput",
-                ratio(grpc_mixed, grpc_solo),
-                0.40,
-                ">=",
-                "%",
+                "mixed: gRPC keeps of its solo throughput", shares["grpc_share"], 0.40, ">=", "%"
             )
             r.target(
-                "mixed: HTTP keeps of its solo throughput",
-                ratio(http_mixed, http_solo),
-                0.40,
-                ">=",
-                "%",
+                "mixed: HTTP keeps of its solo throughput", shares["http_share"], 0.40, ">=", "%"
             )
-            r.target(
-                "mixed: gRPC p99 vs its solo p99",
-                grpc_mixed.p99_ms / grpc_solo.p99_ms,
-                5.0,
-                "<=",
-                "x",
-            )
+            r.target("mixed: gRPC p99 vs its solo p99", shares["grpc_p99_ratio"], 5.0, "<=", "x")
+
+
+def _add_shares(
+    b: Bench, got: dict[str, list[Load]], section: str, name: str, *, with_sum: bool = False
+) -> dict[str, Any]:
+    """The rows of one contender of a mixed comparison: ``{name}: gRPC`` and ``{name}:
+    HTTP`` alone, ``{name}: mixed`` with jobs (wrk, h2load). Returns its shares of its
+    solo figures; ``with_sum``: the HTTP row's note also gives the two shares' sum."""
+    grpc_solo, http_solo = got[f"{name}: gRPC"][0], got[f"{name}: HTTP"][0]
+    http_mixed, grpc_mixed = got[f"{name}: mixed"]
+    grpc_share, http_share = ratio(grpc_mixed, grpc_solo), ratio(http_mixed, http_solo)
+    grpc_p99_ratio = grpc_mixed.p99_ms / grpc_solo.p99_ms
+    # The mixed job list is (wrk, h2load): HTTP is job 0, gRPC job 1.
+    grpc_rounds = b.round_shares(f"{name}: mixed", 1, f"{name}: gRPC")
+    http_rounds = b.round_shares(f"{name}: mixed", 0, f"{name}: HTTP")
+    http_note = f"{http_share:.0%} of alone ({spread(http_rounds)})"
+    if with_sum:
+        http_note += f"; sum of the shares {grpc_share + http_share:.0%}"
+    b.results.add(section, f"{name}, gRPC alone", grpc_solo)
+    b.results.add(section, f"{name}, HTTP alone", http_solo)
+    b.results.add(
+        section,
+        f"{name}, gRPC mixed",
+        grpc_mixed,
+        note=f"{grpc_share:.0%} of alone ({spread(grpc_rounds)}); p99 {grpc_p99_ratio:.1f}x",
+    )
+    b.results.add(section, f"{name}, HTTP mixed", http_mixed, note=http_note)
+    return {
+        "grpc_share": grpc_share,
+        "http_share": http_share,
+        "grpc_p99_ratio": grpc_p99_ratio,
+        "grpc_share_rounds": grpc_rounds,
+        "http_share_rounds": http_rounds,
+    }
 
 
 def orm(b: Bench) -> None:
