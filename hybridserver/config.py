@@ -240,6 +240,17 @@ SETTINGS: dict[str, Setting] = {
             type=bool,
         ),
         Setting(
+            "GRPC_PACING",
+            True,
+            _bool,
+            "With LOOP_FAIRNESS: while HTTP gets less than about half the CPU with its "
+            "requests waiting, hold each RPC, and each message a stream sends, a few "
+            "milliseconds (at most 200, and never more than a quarter of the time left "
+            "before its deadline), so that HTTP gets its share back.",
+            flag=True,
+            type=bool,
+        ),
+        Setting(
             "COALESCE_MIDDLEWARE",
             True,
             _bool,
@@ -371,6 +382,7 @@ class Config:
     timeout_keep_alive: int = SETTINGS["TIMEOUT_KEEP_ALIVE"].default
     threads: int = SETTINGS["THREADS"].default
     loop_fairness: bool = SETTINGS["LOOP_FAIRNESS"].default
+    grpc_pacing: bool = SETTINGS["GRPC_PACING"].default
     coalesce_middleware: bool = SETTINGS["COALESCE_MIDDLEWARE"].default
     workers: int = SETTINGS["WORKERS"].default
     ssl_certfile: str | None = None

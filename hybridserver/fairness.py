@@ -34,10 +34,22 @@ writing is not seen. Iteration length alone lets HTTP keep a share that depends 
 host: how long an iteration lasts with a given number of requests in Django changes
 with how fast the machine runs Python against system calls, and in the benchmark's
 mixed load the same targets left HTTP with anything from 18% to 41% of its solo rate
-from one host to the next. A share of the CPU is meant not to depend on that. On the
-host it was tuned on it balanced the two (BENCHMARKS.md, seventh round); on a faster
-one the loop gave gRPC its share unaided and HTTP fell short, which this cannot mend:
-it only ever holds HTTP back, and nothing here holds RPCs back (eighth round).
+from one host to the next. A share of the CPU is meant not to depend on that.
+
+Admitting more requests cannot give HTTP a larger share, though, on a host where gRPC
+takes the loop unaided (BENCHMARKS.md, eighth round): grpc.aio starts its next RPC as
+soon as an iteration lets it, and a limit on RPCs in flight would hold nothing back,
+since grpc.aio runs about one handler at a time while the rest wait inside gRPC core.
+So, while HTTP is under its floor with requests waiting and iterations are long, RPCs
+are paced (``GRPC_PACING``): each waits ``GrpcActivity.delay`` before its handler
+runs, and each message a stream sends waits before it goes. The delay starts at
+``PACE_START``, grows by ``PACE_GROW`` in each probe that finds HTTP short, up to
+``PACE_MAX``, and shrinks by ``PACE_SHRINK`` in the others; it is dropped once HTTP has
+nothing in flight. A paced RPC waits at most ``PACE_DEADLINE_SHARE`` of the time left
+before its deadline. A client with a bounded number of RPCs in flight (a channel's
+streams, a worker pool) then sends fewer per second, and the loop's iterations go to
+HTTP's waiting requests. The two sides meet at the floor: admission control holds
+HTTP down to it, pacing holds gRPC back until HTTP is up to it (ninth round).
 
 A request stops counting toward the limit, so that requests that do not load the loop
 cannot hold the door shut, once it has been in flight for ``EXPIRY`` seconds (a long
@@ -84,6 +96,15 @@ GRPC_IDLE = 0.25
 CPU_FLOOR = 0.43
 #: Weight of one probe's HTTP CPU share in the running share.
 SHARE_WEIGHT = 0.2
+#: Pacing of gRPC while HTTP is held under its floor: the first delay (seconds), the
+#: factor it grows by in each probe that finds HTTP short, the factor it shrinks by in
+#: the others (below ``PACE_START`` it is dropped), and the most it can reach.
+PACE_START = 0.002
+PACE_GROW = 1.5
+PACE_SHRINK = 0.8
+PACE_MAX = 0.200
+#: An RPC is never held for more than this part of the time left before its deadline.
+PACE_DEADLINE_SHARE = 0.25
 
 _UNLIMITED = 1 << 30
 
@@ -138,16 +159,37 @@ class _Ticket:
 
 
 class GrpcActivity:
-    """What the gRPC side tells admission control: ``progress`` goes up by one when an
-    RPC's handler begins and for each message a stream sends or receives
-    (:mod:`hybridserver.grpc.handlers`). Work is counted as it happens, not while an
-    RPC lasts, so a stream left open and quiet (a health ``Watch``) does not hold HTTP
-    back, and a busy one does not go unseen however long it lasts."""
+    """What the gRPC side tells admission control, and how admission control paces it.
 
-    __slots__ = ("progress",)
+    ``progress`` goes up by one when an RPC's handler begins and for each message a
+    stream sends or receives (:mod:`hybridserver.grpc.handlers`). Work is counted as it
+    happens, not while an RPC lasts, so a stream left open and quiet (a health
+    ``Watch``) does not hold HTTP back, and a busy one does not go unseen however long
+    it lasts.
+
+    ``delay`` is set by :class:`HttpAdmission`: while it is not zero, every RPC waits
+    that long before its handler runs, and every message a stream sends waits before it
+    goes (:meth:`pace`). Health checks and reflection are not paced."""
+
+    __slots__ = ("delay", "progress")
 
     def __init__(self) -> None:
         self.progress = 0
+        self.delay = 0.0
+
+    async def pace(self, context: _Deadline) -> None:
+        """Wait ``delay``, but never more than ``PACE_DEADLINE_SHARE`` of the time the
+        RPC has left before its deadline. Call it only while ``delay`` is set."""
+        delay = self.delay
+        remaining = context.time_remaining()
+        if remaining is not None:
+            delay = min(delay, remaining * PACE_DEADLINE_SHARE)
+        if delay > 0:
+            await asyncio.sleep(delay)
+
+
+class _Deadline(Protocol):
+    def time_remaining(self) -> float | None: ...
 
 
 class HttpAdmission:
@@ -156,10 +198,12 @@ class HttpAdmission:
 
     ``grpc``: the activity of the gRPC server sharing the loop; HTTP is limited only
     while gRPC keeps working. Without it, HTTP is limited whenever iterations are long.
+    ``pace``: set ``grpc.delay`` while HTTP is short of its floor (``GRPC_PACING``).
     """
 
-    def __init__(self, grpc: GrpcActivity | None = None) -> None:
+    def __init__(self, grpc: GrpcActivity | None = None, *, pace: bool = True) -> None:
         self.grpc = grpc
+        self.pace = pace
         self._grpc_seen = -1
         self._grpc_seen_at = 0.0
         self.limit = _UNLIMITED
@@ -253,6 +297,8 @@ class HttpAdmission:
         if self.in_flight == 0 and not self._waiters:
             self._probing = False
             self.limit = _UNLIMITED
+            if self.grpc is not None:
+                self.grpc.delay = 0.0
             return
         self._ticks = 0
         self._probe_start = time.perf_counter()
@@ -282,7 +328,8 @@ class HttpAdmission:
 
     def _adjust(self, iteration: float) -> None:
         starved = self.cpu_share < CPU_FLOOR
-        if self._grpc_idle():
+        grpc_idle = self._grpc_idle()
+        if grpc_idle:
             self.limit = _UNLIMITED
         elif iteration > TARGET_HIGH and not starved:
             self.limit = max(MIN_LIMIT, min(self.limit, self.in_flight) * 3 // 4)
@@ -290,7 +337,21 @@ class HttpAdmission:
             self._waiters or self.in_flight >= self.limit
         ):
             self.limit = min(_UNLIMITED, self.limit + 1)
+        if self.grpc is not None and self.pace:
+            self._pace(starved and not grpc_idle and iteration > TARGET_HIGH)
         self._wake()
+
+    def _pace(self, short: bool) -> None:
+        """Slow gRPC down while HTTP is short of its floor with requests waiting and the
+        loop is busy; ease off otherwise. Raising HTTP's limit alone cannot give it
+        more of the loop: grpc.aio takes its next RPC as soon as an iteration lets it."""
+        assert self.grpc is not None
+        delay = self.grpc.delay
+        if short and self._waiters:
+            self.grpc.delay = min(PACE_MAX, max(PACE_START, delay * PACE_GROW))
+        elif delay:
+            delay *= PACE_SHRINK
+            self.grpc.delay = delay if delay >= PACE_START else 0.0
 
     def _expire(self) -> None:
         now = time.monotonic()

@@ -43,8 +43,10 @@ class HybridApp:
         # connection, request and RPC task is copied from.
         prime_context()
         #: HTTP admission control that keeps gRPC served when HTTP saturates the loop
-        #: (``LOOP_FAIRNESS``; see :mod:`hybridserver.fairness`).
-        self.admission = HttpAdmission(GrpcActivity()) if config.loop_fairness else None
+        #: (``LOOP_FAIRNESS``, ``GRPC_PACING``; see :mod:`hybridserver.fairness`).
+        self.admission = (
+            HttpAdmission(GrpcActivity(), pace=config.grpc_pacing) if config.loop_fairness else None
+        )
         handler = find_django_handler(app)
         if handler is not None:
             # Frees each request's objects when it ends rather than at the next garbage

@@ -98,6 +98,7 @@ SAMPLES = {
     "TIMEOUT_KEEP_ALIVE": ("75", 75),
     "THREADS": ("8", 8),
     "LOOP_FAIRNESS": ("false", False),
+    "GRPC_PACING": ("false", False),
     "COALESCE_MIDDLEWARE": ("false", False),
     "WORKERS": ("3", 3),
     "SSL_CERTFILE": (__file__, __file__),

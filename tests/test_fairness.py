@@ -15,6 +15,7 @@ import grpc
 import httpx
 import pytest
 from django.test import override_settings
+from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from hybridserver import fairness
 from hybridserver.fairness import GrpcActivity, HttpAdmission
@@ -430,3 +431,132 @@ async def test_every_stream_message_is_counted(name: str, kind: str) -> None:
         # One for the RPC's start, one for each message that went either way.
         messages = {"server": 4, "client": 4, "bidi": 8}[kind]
         assert activity.progress == before + 1 + messages
+
+
+@contextlib.asynccontextmanager
+async def _short_of_its_floor() -> AsyncIterator[tuple[HttpAdmission, GrpcActivity]]:
+    """Admission control with gRPC busy, HTTP under its floor of the CPU, one request
+    in and twenty waiting (each ``_adjust`` that raises the limit lets one more in)."""
+    activity = GrpcActivity()
+    admission = HttpAdmission(activity)
+    admission.limit = 1
+    admission.cpu_share = fairness.CPU_FLOOR / 2
+    first = await admission.enter()
+    waiting = [asyncio.create_task(admission.enter()) for _ in range(20)]
+    await asyncio.sleep(0)
+    yield admission, activity
+    for task in waiting:
+        task.cancel()
+    admission.leave(first)
+
+
+async def test_http_short_of_its_floor_paces_grpc_more_each_probe() -> None:
+    long = 10 * fairness.TARGET_HIGH
+    async with _short_of_its_floor() as (admission, activity):
+        admission._adjust(iteration=long)
+        assert activity.delay == fairness.PACE_START
+        admission._adjust(iteration=long)
+        assert activity.delay == pytest.approx(fairness.PACE_START * fairness.PACE_GROW)
+        for _ in range(15):
+            admission._adjust(iteration=long)
+        assert activity.delay == fairness.PACE_MAX
+        # Short iterations: the loop has room, HTTP's waiters are let in by its limit.
+        admission._adjust(iteration=fairness.TARGET_LOW / 2)
+        assert activity.delay == pytest.approx(fairness.PACE_MAX * fairness.PACE_SHRINK)
+        # Over its floor again: the pace eases off each probe, and is dropped once small.
+        admission.cpu_share = 1.0
+        for _ in range(30):
+            admission._adjust(iteration=long)
+        assert activity.delay == 0.0
+
+
+async def test_light_http_or_idle_grpc_sets_no_pace(monkeypatch: pytest.MonkeyPatch) -> None:
+    long = 10 * fairness.TARGET_HIGH
+    activity = GrpcActivity()
+    admission = HttpAdmission(activity)
+    admission.cpu_share = 0.0
+    ticket = await admission.enter()
+    # Under its floor with long iterations, but nothing waits: HTTP has what it asks for.
+    admission._adjust(iteration=long)
+    assert activity.delay == 0.0
+    admission.leave(ticket)
+    async with _short_of_its_floor() as (admission, activity):
+        monkeypatch.setattr(fairness, "GRPC_IDLE", 0.0)
+        admission._adjust(iteration=long)
+        assert activity.delay == 0.0  # no RPC lately: nothing to pace
+
+
+async def test_grpc_pacing_off_sets_no_pace() -> None:
+    async with _short_of_its_floor() as (admission, activity):
+        admission.pace = False
+        limit = admission.limit
+        admission._adjust(iteration=10 * fairness.TARGET_HIGH)
+        assert activity.delay == 0.0
+        assert admission.limit == limit + 1  # admission control works as before
+
+
+async def test_the_pace_is_dropped_when_http_has_nothing_in_flight() -> None:
+    activity = GrpcActivity()
+    admission = HttpAdmission(activity)
+    admission.leave(await admission.enter())
+    activity.delay = fairness.PACE_MAX
+    admission._probe()
+    assert activity.delay == 0.0
+
+
+@pytest.mark.parametrize(
+    ("name", "kind", "sends"),
+    [
+        ("Unary", "unary", 0),
+        ("UnarySync", "unary", 0),
+        ("ServerStream", "server", 3),  # async generator
+        ("ServerStreamWrites", "server", 3),  # async def, context.write()
+        ("ServerStreamSync", "server", 3),
+        ("ClientStream", "client", 0),
+        ("ClientStreamSync", "client", 0),
+        ("Bidi", "bidi", 3),
+        ("BidiSync", "bidi", 3),
+    ],
+)
+async def test_a_paced_rpc_waits_before_its_handler_and_each_message_it_sends(
+    name: str, kind: str, sends: int
+) -> None:
+    delay = 0.1
+    async with LiveServer("project.asgi", loop_fairness=True) as live:
+        activity = live.app.admission.grpc
+        assert activity is not None
+        async with grpc.aio.insecure_channel(live.grpc_target) as channel:
+            activity.delay = delay
+            start = time.monotonic()
+            if kind == "unary":
+                assert await channel.unary_unary(method(name))(b"x") == b"x"
+            elif kind == "server":
+                responses = channel.unary_stream(method(name))(b"3")
+                assert [message async for message in responses] == [b"0", b"1", b"2"]
+            elif kind == "client":
+                assert await channel.stream_unary(method(name))(iter([b"a"] * 3)) == b"a,a,a"
+            else:
+                responses = channel.stream_stream(method(name))(iter([b"a"] * 3))
+                assert [message async for message in responses] == [b"a"] * 3
+            elapsed = time.monotonic() - start
+        assert elapsed >= (1 + sends) * delay
+
+
+async def test_pacing_never_takes_an_rpc_past_its_deadline() -> None:
+    async with LiveServer("project.asgi", loop_fairness=True) as live:
+        activity = live.app.admission.grpc
+        assert activity is not None
+        async with grpc.aio.insecure_channel(live.grpc_target) as channel:
+            # Paced for all of 60 s, these 2 s RPCs would fail; each wait is held to a
+            # quarter of the time the RPC has left, so they are answered.
+            activity.delay = 60.0
+            for name in ("Unary", "UnarySync"):
+                start = time.monotonic()
+                assert await channel.unary_unary(method(name))(b"x", timeout=2) == b"x"
+                assert time.monotonic() - start >= 0.45  # paced all the same
+            responses = channel.unary_stream(method("ServerStreamSync"))(b"3", timeout=2)
+            assert [message async for message in responses] == [b"0", b"1", b"2"]
+            # Health checks are not paced: without a deadline this would wait 60 s.
+            health = health_pb2_grpc.HealthStub(channel)
+            answer = await asyncio.wait_for(health.Check(health_pb2.HealthCheckRequest()), 10)
+            assert answer.status == health_pb2.HealthCheckResponse.SERVING

@@ -35,7 +35,8 @@ class ServicerContext:
         #: The Django user the RPC's credentials prove (``hybridserver.auth``), or an
         #: ``AnonymousUser``, as ``request.user`` in a view.
         self.user = user
-        # Counts each message read or written, for HTTP admission control.
+        # Counts each message read or written, for HTTP admission control, and paces
+        # the messages written (hybridserver.fairness.GrpcActivity).
         self._activity = activity
 
     async def read(self) -> Any:
@@ -45,8 +46,11 @@ class ServicerContext:
         return message
 
     async def write(self, message: Any) -> None:
-        if self._activity is not None:
-            self._activity.progress += 1
+        activity = self._activity
+        if activity is not None:
+            activity.progress += 1
+            if activity.delay:
+                await activity.pace(self._context)
         await self._context.write(message)
 
     def __getattr__(self, name: str) -> Any:

@@ -190,6 +190,8 @@ def _respond_once(
             failure = None
             try:
                 _check_decoded(request)
+                if activity is not None and activity.delay:
+                    await activity.pace(context)
                 if request_streaming and activity is not None:
                     request = _counted(request, activity)
                 async with pool.request_context():
@@ -212,6 +214,8 @@ def _respond_once(
         failure = None
         try:
             _check_decoded(request)
+            if activity is not None and activity.delay:
+                await activity.pace(context)
             async with pool.request_context():
                 if request_streaming:
                     request = SyncRequestIterator(request, activity)
@@ -249,6 +253,8 @@ def _respond_streaming(
             failure = None
             try:
                 _check_decoded(request)
+                if activity is not None and activity.delay:
+                    await activity.pace(context)
                 if request_streaming and activity is not None:
                     request = _counted(request, activity)
                 async with pool.request_context():
@@ -258,6 +264,8 @@ def _respond_streaming(
                         async for response in behavior(request, servicer_context):
                             if activity is not None:
                                 activity.progress += 1
+                                if activity.delay:
+                                    await activity.pace(context)
                             yield response
             except GeneratorExit as exc:
                 failure = exc
@@ -278,6 +286,8 @@ def _respond_streaming(
         failure = None
         try:
             _check_decoded(request)
+            if activity is not None and activity.delay:
+                await activity.pace(context)
             async with pool.request_context() as lease:
                 if request_streaming:
                     request = SyncRequestIterator(request, activity)
@@ -291,6 +301,8 @@ def _respond_streaming(
                         while (response := await step(responses, _DONE)) is not _DONE:
                             if activity is not None:
                                 activity.progress += 1
+                                if activity.delay:
+                                    await activity.pace(context)
                             yield response
                     finally:
                         sync_context.end()
