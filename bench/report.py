@@ -126,7 +126,7 @@ class Results:
         shown = [t for t in self.targets if t.status != "n/a"]
         if not shown:
             return
-        # The mixed load's shares: one process, fairness on and off, then the other
+        # The mixed load's shares: one process, each fairness variant, then the other
         # deployments of the split scenario on the same core.
         mixed = {f"one process, {k}": v for k, v in self.settings.get("mixed", {}).items()}
         for name, shares in self.settings.get("split", {}).items():

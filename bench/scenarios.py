@@ -213,7 +213,7 @@ def http(b: Bench) -> None:
 
 def mixed(b: Bench) -> None:
     """gRPC and HTTP loaded together on one server, against each protocol alone; with
-    hybridserver's loop fairness on (the default) and off."""
+    hybridserver's loop fairness on (the default), on without pacing RPCs, and off."""
     _mixed(b, wrk, f"mixed: {HTTP_LOAD} + {GRPC_LOAD}", "mixed", targets=True)
 
 
@@ -273,31 +273,34 @@ TRICKLE_RPS = 20
 
 def trickle(b: Bench) -> None:
     """The HTTP load beside a trickle of RPCs (one connection, ``TRICKLE_RPS`` a second),
-    fairness on and off: admission control sees gRPC at work, and must not throttle HTTP
-    for so little."""
+    fairness on, without pacing and off: admission control sees gRPC at work, and must
+    not throttle HTTP for so little."""
 
     def rpcs(server: Server):
         return h2load(server, clients=1, streams=1, rps=TRICKLE_RPS)
 
     env = sqlite_env()
-    on, off = (hybridserver(name, env, *flags) for name, flags in FAIRNESS)
-    with servers(on, off):
+    contenders = [hybridserver(name, env, *flags) for name, flags in FAIRNESS]
+    *fair, off = contenders
+    with servers(*contenders):
         got = b.compare(
-            [(f"{s.name}: HTTP", s, wrk(s)) for s in (on, off)]
-            + [(f"{s.name}: with RPCs", s, both(wrk(s), rpcs(s))) for s in (on, off)]
+            [(f"{s.name}: HTTP", s, wrk(s)) for s in contenders]
+            + [(f"{s.name}: with RPCs", s, both(wrk(s), rpcs(s))) for s in contenders]
         )
     rate = f"h2load 1 connection at {TRICKLE_RPS} RPC/s"
     section = f"HTTP beside a trickle of RPCs: {HTTP_LOAD} + {rate}"
-    on_vs_off = b.paired_ratio(f"{on.name}: with RPCs", f"{off.name}: with RPCs")
-    b.results.settings["trickle"] = {"http_on_vs_off": on_vs_off}
-    for server in (on, off):
+    vs_off = {
+        s.name: b.paired_ratio(f"{s.name}: with RPCs", f"{off.name}: with RPCs") for s in fair
+    }
+    b.results.settings["trickle"] = {"http_vs_fairness_off": vs_off}
+    for server in contenders:
         name = server.name
         alone = got[f"{name}: HTTP"][0]
         http, rpcs_load = got[f"{name}: with RPCs"]
         rounds = b.round_shares(f"{name}: with RPCs", 0, f"{name}: HTTP")
         note = f"{ratio(http, alone):.0%} of alone ({spread(rounds)})"
-        if server is on:
-            note += f"; {on_vs_off:.2f}x fairness off"
+        if name in vs_off:
+            note += f"; {vs_off[name]:.2f}x {off.name}"
         b.results.add(section, f"{name}, HTTP alone", alone)
         b.results.add(section, f"{name}, HTTP beside the RPCs", http, note=note)
         b.results.add(section, f"{name}, the RPCs", rpcs_load)
@@ -341,7 +344,13 @@ def middleware(b: Bench) -> None:
     _mixed(b, wrk, section, "middleware", targets=False, variants=variants)
 
 
-FAIRNESS = (("fairness on", ()), ("fairness off", ("--no-loop-fairness",)))
+#: The server under each mixed load: the defaults; loop fairness without pacing RPCs;
+#: no loop fairness at all. Targets apply to the first.
+FAIRNESS = (
+    ("fairness on", ()),
+    ("no pacing", ("--no-grpc-pacing",)),
+    ("fairness off", ("--no-loop-fairness",)),
+)
 
 
 def _mixed(
@@ -357,17 +366,17 @@ def _mixed(
     """Each protocol alone and both at once, on two servers: ``variants`` gives their
     names and ``hybridserver run`` flags; the targets, if any, apply to the first."""
     env = sqlite_env()
-    on, off = (hybridserver(name, env, *flags) for name, flags in variants)
-    with servers(on, off):
+    contenders = [hybridserver(name, env, *flags) for name, flags in variants]
+    with servers(*contenders):
         got = b.compare(
-            [(f"{s.name}: gRPC", s, grpc_load(s)) for s in (on, off)]
-            + [(f"{s.name}: HTTP", s, http_load(s)) for s in (on, off)]
-            + [(f"{s.name}: mixed", s, both(http_load(s), grpc_load(s))) for s in (on, off)]
+            [(f"{s.name}: gRPC", s, grpc_load(s)) for s in contenders]
+            + [(f"{s.name}: HTTP", s, http_load(s)) for s in contenders]
+            + [(f"{s.name}: mixed", s, both(http_load(s), grpc_load(s))) for s in contenders]
         )
-    for server in (on, off):
+    for server in contenders:
         shares = _add_shares(b, got, section, server.name)
         b.results.settings.setdefault(key, {})[server.name] = shares
-        if server is on and targets:
+        if server is contenders[0] and targets:
             r = b.results
             r.target(
                 "mixed: gRPC keeps of its solo throughput", shares["grpc_share"], 0.40, ">=", "%"
