@@ -363,8 +363,9 @@ def _mixed(
     grpc_load=h2load,
     variants=FAIRNESS,
 ) -> None:
-    """Each protocol alone and both at once, on two servers: ``variants`` gives their
-    names and ``hybridserver run`` flags; the targets, if any, apply to the first."""
+    """Each protocol alone and both at once, on one server per variant: ``variants``
+    gives their names and ``hybridserver run`` flags; the targets, if any, apply to the
+    first."""
     env = sqlite_env()
     contenders = [hybridserver(name, env, *flags) for name, flags in variants]
     with servers(*contenders):
