@@ -223,16 +223,13 @@ def context_switches(pid: int) -> dict[str, int]:
     return counts
 
 
-def run(
-    *jobs: Job, pid: int | Sequence[int] | None = None, steady_threads: bool = True
-) -> list[Load]:
-    """Start the jobs together (a mixed load) and wait for all of them. With ``pid`` (one
-    process, or several measured as one deployment), each result carries the CPU time of
-    those processes per request of the whole run, and their context switches per request
-    if their threads all lasted the run (Linux counts them per thread; an ended thread's
-    are gone): ``steady_threads=False`` for a process that starts and ends threads as it
-    serves."""
-    pids = () if pid is None else (pid,) if isinstance(pid, int) else tuple(pid)
+def run(*jobs: Job, pids: Sequence[int] = (), steady_threads: bool = True) -> list[Load]:
+    """Start the jobs together (a mixed load) and wait for all of them. With ``pids``
+    (a server's processes, or several servers' measured as one deployment), each result
+    carries the CPU time of those processes per request of the whole run, and their
+    context switches per request if their threads all lasted the run (Linux counts them
+    per thread; an ended thread's are gone): ``steady_threads=False`` for a process that
+    starts and ends threads as it serves."""
     cpu_before = sum(cpu_seconds(p) for p in pids)
     switches_before = _switches(pids)
     for job in jobs:

@@ -69,7 +69,7 @@ class Bench:
                 runs[name].append(
                     run(
                         *jobs(self.duration),
-                        pid=server.pids(),
+                        pids=server.pids(),
                         steady_threads=server.steady_threads,
                     )
                 )

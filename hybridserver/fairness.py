@@ -198,12 +198,12 @@ class HttpAdmission:
 
     ``grpc``: the activity of the gRPC server sharing the loop; HTTP is limited only
     while gRPC keeps working. Without it, HTTP is limited whenever iterations are long.
-    ``pace``: set ``grpc.delay`` while HTTP is short of its floor (``GRPC_PACING``).
+    ``pacing``: set ``grpc.delay`` while HTTP is short of its floor (``GRPC_PACING``).
     """
 
-    def __init__(self, grpc: GrpcActivity | None = None, *, pace: bool = True) -> None:
+    def __init__(self, grpc: GrpcActivity | None = None, *, pacing: bool = True) -> None:
         self.grpc = grpc
-        self.pace = pace
+        self.pacing = pacing
         self._grpc_seen = -1
         self._grpc_seen_at = 0.0
         self.limit = _UNLIMITED
@@ -337,17 +337,20 @@ class HttpAdmission:
             self._waiters or self.in_flight >= self.limit
         ):
             self.limit = min(_UNLIMITED, self.limit + 1)
-        if self.grpc is not None and self.pace:
-            self._pace(starved and not grpc_idle and iteration > TARGET_HIGH)
+        if self.grpc is not None and self.pacing:
+            self._pace(
+                starved and bool(self._waiters) and iteration > TARGET_HIGH and not grpc_idle
+            )
         self._wake()
 
     def _pace(self, short: bool) -> None:
-        """Slow gRPC down while HTTP is short of its floor with requests waiting and the
-        loop is busy; ease off otherwise. Raising HTTP's limit alone cannot give it
-        more of the loop: grpc.aio takes its next RPC as soon as an iteration lets it."""
+        """Slow gRPC down while HTTP is ``short``: under its floor with requests waiting,
+        the loop busy and gRPC at work; ease off otherwise. Raising HTTP's limit alone
+        cannot give it more of the loop: grpc.aio takes its next RPC as soon as an
+        iteration lets it."""
         assert self.grpc is not None
         delay = self.grpc.delay
-        if short and self._waiters:
+        if short:
             self.grpc.delay = min(PACE_MAX, max(PACE_START, delay * PACE_GROW))
         elif delay:
             delay *= PACE_SHRINK

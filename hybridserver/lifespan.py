@@ -45,7 +45,9 @@ class HybridApp:
         #: HTTP admission control that keeps gRPC served when HTTP saturates the loop
         #: (``LOOP_FAIRNESS``, ``GRPC_PACING``; see :mod:`hybridserver.fairness`).
         self.admission = (
-            HttpAdmission(GrpcActivity(), pace=config.grpc_pacing) if config.loop_fairness else None
+            HttpAdmission(GrpcActivity(), pacing=config.grpc_pacing)
+            if config.loop_fairness
+            else None
         )
         handler = find_django_handler(app)
         if handler is not None:

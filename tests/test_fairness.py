@@ -488,7 +488,7 @@ async def test_light_http_or_idle_grpc_sets_no_pace(monkeypatch: pytest.MonkeyPa
 
 async def test_grpc_pacing_off_sets_no_pace() -> None:
     async with _short_of_its_floor() as (admission, activity):
-        admission.pace = False
+        admission.pacing = False
         limit = admission.limit
         admission._adjust(iteration=10 * fairness.TARGET_HIGH)
         assert activity.delay == 0.0
