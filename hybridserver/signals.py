@@ -43,7 +43,12 @@ its sync code and ORM queries use, so per-RPC database work in a receiver is saf
     is sent, so it must be robust to leave the client's answer alone.
 
 When a signal has no receivers nothing is sent at all: the check is a list lookup, so
-an unobserved signal costs next to nothing per RPC.
+an unobserved signal costs next to nothing per RPC. With none of the three observed, a
+plain ``def`` unary or client-streaming method is the RPC's last sync call, and its
+thread goes back to the pool as soon as it returns
+(:meth:`hybridserver.threads.Lease.run_last`); with a receiver connected, the thread
+stays with the RPC until ``grpc_request_finished`` has been sent, for the receivers
+that run on it.
 """
 
 from __future__ import annotations
@@ -101,7 +106,8 @@ class _RpcSignals:
             await grpc_request_finished.asend_robust(_sender(), **self._arguments)
 
 
-_NO_SIGNALS: contextlib.nullcontext[None] = contextlib.nullcontext()
+#: What :func:`rpc_signals` returns while no receiver is connected.
+NO_SIGNALS: contextlib.nullcontext[None] = contextlib.nullcontext()
 
 
 def rpc_signals(
@@ -119,4 +125,4 @@ def rpc_signals(
         or grpc_got_request_exception.receivers
     ):
         return _RpcSignals(method, request, context)
-    return _NO_SIGNALS
+    return NO_SIGNALS

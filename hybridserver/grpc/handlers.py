@@ -27,7 +27,7 @@ from hybridserver.fairness import GrpcActivity
 from hybridserver.grpc.context import ServicerContext, SyncAbort, SyncServicerContext
 from hybridserver.grpc.errors import INTERNAL_MESSAGE, UndecodableRequest, status_for
 from hybridserver.logging import access_logger, format_peer
-from hybridserver.signals import rpc_signals
+from hybridserver.signals import NO_SIGNALS, rpc_signals
 from hybridserver.threads import Lease, ThreadPool
 
 logger = logging.getLogger("hybridserver.error")
@@ -216,15 +216,20 @@ def _respond_once(
             _check_decoded(request)
             if activity is not None and activity.delay:
                 await activity.pace(context)
-            async with pool.request_context():
+            async with pool.request_context() as lease:
                 if request_streaming:
                     request = SyncRequestIterator(request, activity)
                 user = await _user(context, auth)
                 sync_context = SyncServicerContext(
                     context, method, asyncio.get_running_loop(), user, activity
                 )
-                async with rpc_signals(method, request, sync_context):
+                signals = rpc_signals(method, request, sync_context)
+                async with signals:
                     try:
+                        if signals is NO_SIGNALS:
+                            # Nothing of the RPC runs after the handler: its thread
+                            # can go back to the pool as soon as it returns.
+                            return await lease.run_last(behavior, request, sync_context)
                         return await run(request, sync_context)
                     finally:
                         sync_context.end()
