@@ -121,8 +121,9 @@ class Lease(Executor):
         left to see them, what ``fn`` sets in context variables is not carried back to
         the caller, as ``sync_to_async`` does with two passes over all of them; nor is
         the call shielded: cancelling it cancels the task an ``async_to_sync`` in ``fn``
-        is running, and stops waiting for ``fn``. Together that is about a third of a
-        plain ``def`` RPC's cost on one core (BENCHMARKS.md)."""
+        is running, and stops waiting for ``fn``. Together that took a fifth to a quarter
+        off the CPU time of a plain ``def`` RPC on one core, and a third of its context
+        switches or more (BENCHMARKS.md, tenth round)."""
         task_context: list[asyncio.Task[Any]] = []
         future = self.submit(
             _on_thread,
