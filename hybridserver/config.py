@@ -15,6 +15,8 @@ from typing import Any
 
 from django.utils.module_loading import import_string
 
+from hybridserver.fairness import PACE_MAX
+
 ENV_PREFIX = "HYBRIDSERVER_"
 LOG_LEVELS = ("critical", "error", "warning", "info", "debug", "trace")
 
@@ -245,8 +247,8 @@ SETTINGS: dict[str, Setting] = {
             _bool,
             "With LOOP_FAIRNESS: while HTTP gets less than about half the CPU with its "
             "requests waiting, hold each RPC, and each message a stream sends, a few "
-            "milliseconds (at most 200, and never more than a quarter of the time left "
-            "before its deadline), so that HTTP gets its share back.",
+            f"milliseconds (at most {PACE_MAX * 1000:g}, and never more than a quarter "
+            "of the time left before its deadline), so that HTTP gets its share back.",
             flag=True,
             type=bool,
         ),
